@@ -1,0 +1,267 @@
+"""Turn what a user hands to ``mem.add`` into validated Arrow columns.
+
+Accepted vectors: a 2-d numpy array, a torch tensor, an Arrow
+``fixed_size_list<float>`` array (or chunked array, or a list array of equal
+lengths), a list of lists, or an Arrow table / record batch with a ``vector``
+column (its ``label``, ``weight`` and other columns then fill the rest).
+Everything is checked before anything is written: a bad batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import DimensionMismatchError, InvalidInputError
+from .schema import PROVENANCE_COLUMNS, RESERVED_COLUMNS, TIMESTAMP
+
+_USER_PROVENANCE = tuple(c for c in PROVENANCE_COLUMNS if c != "added_at")
+
+
+@dataclass
+class Batch:
+    """A validated input: ``n`` rows, all columns of equal length."""
+
+    vectors: np.ndarray  # (n, dim) float32, C-contiguous
+    labels: pa.Array  # string or int64, no nulls
+    weights: np.ndarray  # (n,) float32, finite, >= 0
+    provenance: dict[str, pa.Array]  # uri, dataset, split, content_hash (may hold nulls)
+    extras: dict[str, pa.Array]  # the user's own provenance columns
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def prepare(vectors, labels=None, provenance=None, weights=None, *, dim=None, label_type=None) -> Batch:
+    """Validate and convert one ``add`` call's inputs.
+
+    Parameters
+    ----------
+    dim, label_type : the memory's, or None for the first add, which sets them.
+    """
+    columns: dict[str, Any] = {}
+    if isinstance(vectors, (pa.Table, pa.RecordBatch)):
+        table = vectors
+        if "vector" not in table.column_names:
+            raise InvalidInputError(
+                f"the table passed to add has columns {table.column_names} and no 'vector' "
+                "column; name the embedding column 'vector'"
+            )
+        vectors = table["vector"]
+        columns = {n: table[n] for n in table.column_names if n != "vector"}
+        if labels is None and "label" in columns:
+            labels = columns.pop("label")
+        if weights is None and "weight" in columns:
+            weights = columns.pop("weight")
+        columns.pop("label", None)
+        columns.pop("weight", None)
+    x = as_matrix(vectors, dim)
+    n = len(x)
+    if labels is None:
+        raise InvalidInputError("add needs labels: pass labels=..., one per vector")
+    merged = dict(columns)
+    for key, value in (provenance or {}).items():
+        merged[key] = value
+    batch = Batch(
+        vectors=x,
+        labels=as_labels(labels, n, label_type),
+        weights=as_weights(weights, n),
+        provenance={},
+        extras={},
+    )
+    for key, value in merged.items():
+        if key in _USER_PROVENANCE:
+            batch.provenance[key] = as_column(key, value, n, pa.string())
+        elif key in RESERVED_COLUMNS:
+            raise InvalidInputError(
+                f"provenance column {key!r} is set by memstore and cannot be given; "
+                f"the columns you may set are {list(_USER_PROVENANCE)} and your own names"
+            )
+        else:
+            batch.extras[key] = as_column(key, value, n, None)
+    return batch
+
+
+def as_matrix(vectors, dim: int | None) -> np.ndarray:
+    """(n, dim) float32 C-contiguous, finite, non-empty; zero-copy where the input allows."""
+    if hasattr(vectors, "detach") and hasattr(vectors, "cpu"):  # a torch tensor, without importing torch
+        vectors = vectors.detach().cpu().numpy()
+    if isinstance(vectors, pa.ChunkedArray):
+        vectors = vectors.combine_chunks()
+    if isinstance(vectors, (pa.FixedSizeListArray, pa.ListArray, pa.LargeListArray)):
+        vectors = _arrow_matrix(vectors)
+    x = np.asarray(vectors)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise InvalidInputError(f"vectors must be numbers, got dtype {x.dtype}")
+    if x.ndim == 1 and x.size and dim is not None and x.size == dim:
+        raise InvalidInputError(
+            f"vectors has shape {x.shape}: one vector must still be 2-d; pass x.reshape(1, -1)"
+        )
+    if x.ndim != 2:
+        raise InvalidInputError(f"vectors must be 2-d (n, dim), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise InvalidInputError("empty batch: vectors has 0 rows; pass at least one vector")
+    if x.shape[1] == 0:
+        raise InvalidInputError(f"vectors has shape {x.shape}: a dimension of 0 cannot be searched")
+    if dim is not None and x.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"vectors have dimension {x.shape[1]} but this memory holds {dim}-d vectors; "
+            f"encode with the same model, or open a new memory for {x.shape[1]}-d vectors"
+        )
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise InvalidInputError(
+            f"{len(bad)} vector(s) hold NaN or inf, first at row(s) {bad[:5].tolist()}; "
+            "drop or repair them before adding"
+        )
+    return x
+
+
+def _arrow_matrix(arr) -> np.ndarray:
+    if arr.null_count:
+        raise InvalidInputError(f"{arr.null_count} vector(s) are null; drop them before adding")
+    if isinstance(arr, pa.FixedSizeListArray):
+        width = arr.type.list_size
+    else:
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise DimensionMismatchError(
+                f"vectors have different lengths ({sorted(set(lengths.tolist()))[:5]}); "
+                "every vector in a memory has the same dimension"
+            )
+        width = int(lengths[0]) if len(lengths) else 0
+    values = arr.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(arr), width)
+
+
+def as_labels(labels, n: int, label_type: pa.DataType | None) -> pa.Array:
+    """Class names (string) or integer ids (int64), one per vector, no nulls."""
+    if hasattr(labels, "detach") and hasattr(labels, "cpu"):
+        labels = labels.detach().cpu().numpy()
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
+    if isinstance(labels, (str, bytes)) or np.ndim(labels) == 0:
+        labels = [labels] * n  # one label for the whole batch
+    if not isinstance(labels, pa.Array):
+        arr = np.asarray(labels)
+        if arr.dtype.kind in "iu":
+            labels = pa.array(arr.astype(np.int64))
+        elif arr.dtype.kind == "b" or arr.dtype.kind == "f":
+            raise InvalidInputError(
+                f"labels must be class names (str) or integer ids, got dtype {arr.dtype}; "
+                "cast them, e.g. labels.astype(int)"
+            )
+        else:
+            labels = pa.array(list(labels) if arr.dtype == object else arr.astype(str))
+    if pa.types.is_dictionary(labels.type):
+        labels = labels.dictionary_decode()
+    if pa.types.is_integer(labels.type):
+        labels = labels.cast(pa.int64())
+    elif pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+        labels = labels.cast(pa.string())
+    else:
+        raise InvalidInputError(
+            f"labels must be class names (str) or integer ids, got Arrow type {labels.type}"
+        )
+    if len(labels) != n:
+        raise InvalidInputError(f"got {n} vectors but {len(labels)} labels; pass one label per vector")
+    if labels.null_count:
+        raise InvalidInputError(f"{labels.null_count} label(s) are null; every row needs a label")
+    if label_type is not None and labels.type != label_type:
+        kind = "class names (str)" if pa.types.is_string(label_type) else "integer ids"
+        raise InvalidInputError(
+            f"this memory's labels are {kind} ({label_type}), got {labels.type}; "
+            "convert the labels to the memory's type"
+        )
+    return labels
+
+
+def as_weights(weights, n: int) -> np.ndarray:
+    """Quality weights in [0, inf), one per vector; default 1.0."""
+    if weights is None:
+        return np.ones(n, dtype=np.float32)
+    if hasattr(weights, "detach") and hasattr(weights, "cpu"):
+        weights = weights.detach().cpu().numpy()
+    if isinstance(weights, (pa.Array, pa.ChunkedArray)):
+        weights = weights.to_numpy(zero_copy_only=False)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise InvalidInputError(f"got {n} vectors but weights of shape {w.shape}; pass one weight per vector")
+    check_weights(w)
+    return w.astype(np.float32)
+
+
+def check_weights(w: np.ndarray) -> None:
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if bad.any():
+        first = np.flatnonzero(bad)[:5]
+        raise InvalidInputError(
+            f"weights must be finite and >= 0; got {w[first].tolist()} at position(s) "
+            f"{first.tolist()}; use 0 to silence a row, or prune it"
+        )
+
+
+def as_column(name: str, value, n: int, arrow_type: pa.DataType | None) -> pa.Array:
+    """A provenance column: a scalar repeated n times, or n values."""
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks()
+    if isinstance(value, (str, bytes, int, float, bool, datetime)) or value is None:
+        arr = pa.array([value] * n, type=arrow_type)
+    elif isinstance(value, pa.Array):
+        arr = value
+    else:
+        arr = pa.array(np.asarray(value).tolist() if hasattr(value, "shape") else list(value))
+    if len(arr) != n:
+        raise InvalidInputError(
+            f"provenance column {name!r} has {len(arr)} values for {n} vectors; "
+            "pass one value per vector or a single value for all"
+        )
+    if arrow_type is not None and arr.type != arrow_type:
+        try:
+            arr = arr.cast(arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InvalidInputError(f"provenance column {name!r} must be {arrow_type}: {exc}") from None
+    if pa.types.is_null(arr.type):
+        arr = arr.cast(pa.string())
+    return arr
+
+
+def vector_hashes(x: np.ndarray) -> pa.Array:
+    """blake2b-128 of each row's float32 bytes, hex: the content hash when none is given."""
+    rows = x.view(np.uint8).reshape(len(x), -1)
+    return pa.array([hashlib.blake2b(r, digest_size=16).hexdigest() for r in rows], pa.string())
+
+
+def batches(batch: Batch, ids: np.ndarray, version: int, now: datetime, schema: pa.Schema,
+            size: int = 32768) -> Iterator[pa.RecordBatch]:
+    """The ``sample_data`` record batches of one add, ``size`` rows at a time."""
+    dim = batch.vectors.shape[1]
+    for start in range(0, len(batch), size):
+        stop = min(start + size, len(batch))
+        x = batch.vectors[start:stop]
+        cols = {
+            "id": pa.array(ids[start:stop]),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim),
+            "added_at": pa.repeat(pa.scalar(now, TIMESTAMP), stop - start),
+            "added_in": pa.array(np.full(stop - start, version, dtype=np.int64)),
+        }
+        for name, arr in {**batch.provenance, **batch.extras}.items():
+            cols[name] = arr.slice(start, stop - start)
+        if "content_hash" not in batch.provenance:
+            cols["content_hash"] = vector_hashes(x)
+        arrays = [
+            cols[f.name].cast(f.type) if f.name in cols else pa.nulls(stop - start, f.type)
+            for f in schema
+        ]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+

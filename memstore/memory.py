@@ -1,0 +1,428 @@
+"""Memory: a model's explicit memory, opened like a database.
+
+Examples
+--------
+>>> import numpy as np, tempfile, memstore
+>>> mem = memstore.open(tempfile.mkdtemp() + "/demo.mem")
+>>> res = mem.add(np.eye(3, 4, dtype=np.float32), ["cat", "dog", "cat"],
+...               provenance={"split": "train"}, message="first rows")
+>>> res.version, res.ids.tolist()
+(1, [0, 1, 2])
+>>> mem.sql("SELECT label, count(*) AS n FROM samples GROUP BY label ORDER BY label").fetchall()
+[('cat', 2), ('dog', 1)]
+>>> mem.prune("SELECT id FROM samples WHERE label = 'dog'", message="no dogs").version
+2
+>>> len(mem), len(mem.at(1))
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from . import ingest, intervals, migrations
+from .errors import (
+    InvalidInputError,
+    ReadOnlyError,
+    SQLResultError,
+    UnknownIdsError,
+    VersionNotFoundError,
+)
+from .schema import DATA_TABLE, STATE_TABLE, TAGS_TABLE, TAXONOMY_TABLE, data_schema, state_schema
+from .snapshot import Snapshot, valid_at
+from .sql import VersionSQL
+from .versioning import Head, Store, utcnow
+
+#: adds of at least this many rows show a progress bar on a terminal
+PROGRESS_MIN_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write did: the memory version it made, rows it touched, and new ids (add)."""
+
+    version: int
+    rows: int
+    ids: np.ndarray | None = None
+
+
+def open(path: str | os.PathLike, *, read_only: bool = False) -> "Memory":  # noqa: A001
+    """Open the memory at ``path``, creating it if the path is new or an empty directory.
+
+    Opening a memory written by an older memstore applies the pending schema
+    migrations (each recorded in the audit table), unless ``read_only``.
+    Raises NotAMemoryError for a path holding anything else, and
+    SchemaVersionError for a memory written by a newer memstore.
+    """
+    path = Path(path)
+    if Store.classify(path) == "empty":
+        if read_only:
+            raise VersionNotFoundError(f"no memory at {str(path)!r} to open read-only")
+        Store.write_marker(path)
+    store = Store(path)
+    if store.head() is None:
+        if read_only:
+            raise VersionNotFoundError(f"the memory at {str(path)!r} was never committed")
+        migrations.create(store)
+    migrations.check_and_upgrade(store, read_only=read_only)
+    return Memory(store, store.head(), read_only=read_only)
+
+
+class Memory:
+    """A memory at its newest version (writable), or pinned to an older one (read-only).
+
+    Do not construct directly: use :func:`memstore.open` and :meth:`at`.
+    """
+
+    def __init__(self, store: Store, head: Head, *, pinned: int | None = None, read_only: bool = False):
+        self._store = store
+        self._head = head
+        self._pinned = pinned
+        self._read_only = read_only or pinned is not None
+        self._snapshot_cache: Snapshot | None = None
+        self._sql_cache: VersionSQL | None = None
+
+    # -- what it is ----------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._store.path
+
+    @property
+    def version(self) -> int:
+        """The memory version this handle reads."""
+        return self._head.version if self._pinned is None else self._pinned
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def dim(self) -> int | None:
+        """Vector dimension, or None before the first add."""
+        return self._snapshot.dim
+
+    @property
+    def label_type(self) -> pa.DataType | None:
+        return self._snapshot.label_type
+
+    def __len__(self) -> int:
+        return self._snapshot.state.num_rows
+
+    def __repr__(self) -> str:
+        pin = f", pinned at {self._pinned}" if self._pinned is not None else ""
+        return f"<memstore.Memory {str(self.path)!r} version {self.version}, {len(self)} rows, dim {self.dim}{pin}>"
+
+    @property
+    def _snapshot(self) -> Snapshot:
+        if self._snapshot_cache is None:
+            self._snapshot_cache = Snapshot(self._store, self._head, self.version)
+        return self._snapshot_cache
+
+    def refresh(self) -> "Memory":
+        """See commits made by other handles or processes since this one was opened."""
+        if self._pinned is None:
+            self._set_head(self._store.head())
+        return self
+
+    def _set_head(self, head: Head) -> None:
+        if head != self._head:
+            self._head = head
+            self._snapshot_cache = None
+            self._sql_cache = None
+
+    # -- reading ---------------------------------------------------------------
+    def sql(self, query: str):
+        """Run a read-only DuckDB query over this version; returns a DuckDB relation.
+
+        Tables: ``samples``, ``taxonomy``, ``audit``, ``tags`` (see memstore.sql).
+        ``.df()``, ``.fetchall()``, ``.arrow()`` and ``.to_arrow_table()`` work on
+        the result. Statements that would change anything raise ReadOnlyError.
+        """
+        if self._sql_cache is None:
+            self._sql_cache = VersionSQL(self._snapshot)
+        return self._sql_cache.run(query)
+
+    def versions(self) -> pa.Table:
+        """One row per version up to this one: version, time, operation, message, rows."""
+        audit = self._snapshot.audit
+        return pa.table({
+            "version": audit["version"],
+            "time": audit["time"],
+            "operation": audit["operation"],
+            "message": audit["message"],
+            "rows": audit["rows_total"],
+            "rows_affected": audit["rows_affected"],
+        })
+
+    def audit(self) -> pa.Table:
+        """Who, what, when of every change up to this version (also SQL table ``audit``)."""
+        return self._snapshot.audit
+
+    def tags(self) -> pa.Table:
+        """Tag names and the versions they point to."""
+        return self._snapshot.tags()
+
+    def info(self) -> dict:
+        """Rows, dimension, labels, versions and size on disk."""
+        labels = self.sql("SELECT count(DISTINCT label) FROM samples").fetchone()[0]
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return {
+            "path": str(self.path),
+            "version": self.version,
+            "head_version": self._head.version,
+            "rows": len(self),
+            "dim": self.dim,
+            "label_type": str(self.label_type) if self.label_type else None,
+            "labels": labels,
+            "versions": self._head.version + 1,
+            "tags": self.tags()["name"].to_pylist(),
+            "schema_version": self._head.schema_version,
+            "bytes_on_disk": size,
+        }
+
+    # -- time travel -------------------------------------------------------------
+    def at(self, ref: int | str) -> "Memory":
+        """A read-only handle pinned to a version number or tag name."""
+        return Memory(self._store, self._head, pinned=self._resolve(ref), read_only=True)
+
+    def _resolve(self, ref: int | str) -> int:
+        if isinstance(ref, str):
+            tags = self._snapshot.tags()
+            hit = pc.equal(tags["name"], ref)
+            if not pc.any(hit).as_py():
+                known = tags["name"].to_pylist()
+                raise VersionNotFoundError(f"no tag named {ref!r}; the tags are {known}")
+            return int(tags.filter(hit)["version"][0].as_py())
+        if isinstance(ref, (bool, np.bool_)) or not isinstance(ref, (int, np.integer)):
+            raise InvalidInputError(f"a version is an int or a tag name, got {ref!r}")
+        if not 0 <= ref <= self._head.version:
+            raise VersionNotFoundError(
+                f"version {ref} does not exist; this memory has versions 0..{self._head.version}"
+            )
+        return int(ref)
+
+    def tag(self, name: str, version: int | str | None = None) -> int:
+        """Name a version (default: this handle's); returns the version tagged."""
+        self._check_writable()
+        if not isinstance(name, str) or not name or name.isdigit():
+            raise InvalidInputError(f"a tag name is a non-empty string that is not a number, got {name!r}")
+        target = self.version if version is None else self._resolve(version)
+        with self._store.lock():
+            tags = self._store.dataset(TAGS_TABLE).to_table()
+            if name in tags["name"].to_pylist():
+                raise InvalidInputError(f"tag {name!r} already exists; choose another name or untag it first")
+            self._store.open_table(TAGS_TABLE).add(
+                pa.table({"name": [name], "version": [target], "time": [utcnow()]},
+                         schema=self._store.open_table(TAGS_TABLE).schema)
+            )
+        return target
+
+    def untag(self, name: str) -> None:
+        """Remove a tag (the version it named stays)."""
+        self._check_writable()
+        self._resolve(name)
+        with self._store.lock():
+            escaped = name.replace("'", "''")
+            self._store.open_table(TAGS_TABLE).delete(f"name = '{escaped}'")
+
+    def restore(self, ref: int | str, message: str | None = None) -> WriteResult:
+        """Make a new version whose rows, labels, weights and taxonomy equal those of ``ref``."""
+        self._check_writable()
+        target = self._resolve(ref)
+        with self._store.transaction() as tx:
+            snap = Snapshot(self._store, tx.head, tx.head.version)
+            changed = 0
+            for name, key in ((STATE_TABLE, "id"), (TAXONOMY_TABLE, "node")):
+                if name not in tx.head.lance_versions:
+                    continue
+                history = snap._dataset(name)
+                # rows open now that began after the target: they end here
+                later = history.to_table(filter=f"valid_to IS NULL AND valid_from > {target}")
+                # rows of the target that have ended since: they begin again here
+                ended = history.to_table(filter=f"{valid_at(target)} AND valid_to IS NOT NULL")
+                intervals.close(tx.table(name), later, tx.version, key)
+                intervals.reopen(tx.table(name), ended, tx.version)
+                if name == STATE_TABLE:
+                    touched = pa.concat_arrays([later["id"].combine_chunks(), ended["id"].combine_chunks()])
+                    changed = len(pc.unique(touched))
+            rows = Snapshot(self._store, tx.head, target).state.num_rows
+            head = tx.commit("restore", message or f"restore version {target}", rows_affected=changed,
+                             rows_total=rows, details={"restored": target, "ref": ref})
+        self._set_head(head)
+        return WriteResult(head.version, changed)
+
+    # -- writing -------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._pinned is not None:
+            raise ReadOnlyError(
+                f"this handle is pinned to version {self._pinned} and is read-only; write through "
+                f"the memory itself (memstore.open(...)), or mem.restore({self._pinned}) to go back"
+            )
+        if self._read_only:
+            raise ReadOnlyError("this memory was opened with read_only=True; reopen it without")
+
+    def add(self, vectors, labels=None, provenance: dict | None = None, weights=None,
+            message: str | None = None, *, batch_size: int = 32768,
+            progress: bool | None = None) -> WriteResult:
+        """Append samples in one new version; returns the version and the new ids.
+
+        Parameters
+        ----------
+        vectors : (n, dim) numpy array, torch tensor, Arrow fixed-size-list array,
+            or an Arrow table with a ``vector`` column (and ``label``, ``weight``,
+            provenance columns).
+        labels : n class names (str) or integer ids (int64), or one for all.
+        provenance : {column: value or n values}: ``uri``, ``dataset``, ``split``,
+            ``content_hash`` (default: blake2b of the vector) and your own columns.
+        weights : quality weights in [0, inf), default 1.0.
+        batch_size : rows converted and written at a time (bounds extra memory).
+        progress : show a progress bar; default on a terminal for large adds.
+        """
+        self._check_writable()
+        with self._store.transaction() as tx:
+            snap = Snapshot(self._store, tx.head, tx.head.version)
+            batch = ingest.prepare(vectors, labels, provenance, weights,
+                                   dim=snap.dim, label_type=snap.label_type)
+            n = len(batch)
+            ids = np.arange(tx.head.next_id, tx.head.next_id + n, dtype=np.int64)
+            data, state = self._sample_tables(tx, batch)
+            show = (sys.stderr.isatty() and n >= PROGRESS_MIN_ROWS) if progress is None else progress
+            with tqdm(total=n, unit="rows", desc="add", disable=not show) as bar:
+                def stream():
+                    for rb in ingest.batches(batch, ids, tx.version, utcnow(), data.schema, batch_size):
+                        yield rb
+                        bar.update(rb.num_rows)
+                data.add(pa.RecordBatchReader.from_batches(data.schema, stream()))
+            state.add(pa.table({
+                "id": ids,
+                "label": batch.labels,
+                "weight": batch.weights,
+                "valid_from": np.full(n, tx.version, dtype=np.int64),
+                "valid_to": pa.nulls(n, pa.int64()),
+            }, schema=state.schema))
+            head = tx.commit("add", message, rows_affected=n, rows_total=tx.head.rows_total + n,
+                             next_id=int(ids[-1]) + 1,
+                             details={"first_id": int(ids[0]), "last_id": int(ids[-1])})
+        self._set_head(head)
+        return WriteResult(head.version, n, ids)
+
+    def _sample_tables(self, tx, batch: ingest.Batch):
+        """The data and state tables, created by the first add, widened for new extra columns."""
+        if not tx.has_table(DATA_TABLE):
+            extras = [pa.field(k, v.type) for k, v in batch.extras.items()]
+            return (tx.create_table(DATA_TABLE, data_schema(batch.vectors.shape[1], extras)),
+                    tx.create_table(STATE_TABLE, state_schema(batch.labels.type)))
+        data = tx.table(DATA_TABLE)
+        new = [pa.field(k, v.type) for k, v in batch.extras.items() if k not in data.schema.names]
+        if new:
+            data.add_columns(new)  # all-null for earlier rows; metadata only, no rewrite
+        for name, arr in batch.extras.items():
+            want = data.schema.field(name).type
+            if arr.type != want:
+                try:
+                    batch.extras[name] = arr.cast(want)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    raise InvalidInputError(
+                        f"extra column {name!r} holds {want} in this memory, got {arr.type}; "
+                        "convert it or use another column name"
+                    ) from None
+        return data, tx.table(STATE_TABLE)
+
+    def prune(self, select: str | np.ndarray, message: str | None = None) -> WriteResult:
+        """Delete the rows whose ids a SELECT returns (one ``id`` column), or given ids.
+
+        Pruned rows leave this and later versions; earlier versions keep them,
+        and ``restore`` can bring them back. Use ``forget`` to erase for real.
+        """
+        table, sql = self._selection(select, ("id",))
+        ids = np.unique(table["id"].to_numpy(zero_copy_only=False))
+        return self._change_state("prune", ids, message, sql, delete=True)
+
+    def reweight(self, select: str | pa.Table, message: str | None = None) -> WriteResult:
+        """Set the quality weights a SELECT returns as (id, weight); weights in [0, inf)."""
+        table, sql = self._selection(select, ("id", "weight"))
+        weights = table["weight"].to_numpy(zero_copy_only=False).astype(np.float64)
+        if table["weight"].null_count:
+            raise SQLResultError("the SELECT returned NULL weights; use coalesce(...) or filter them out")
+        ingest.check_weights(weights)
+        return self._change_state("reweight", self._unique_ids(table), message, sql, weights=weights)
+
+    def relabel(self, select: str | pa.Table, message: str | None = None) -> WriteResult:
+        """Set the labels a SELECT returns as (id, label), in the memory's label type."""
+        table, sql = self._selection(select, ("id", "label"))
+        labels = ingest.as_labels(table["label"], table.num_rows, self._snapshot.label_type)
+        return self._change_state("relabel", self._unique_ids(table), message, sql, labels=labels)
+
+    def _selection(self, select, columns: tuple[str, ...]) -> tuple[pa.Table, str | None]:
+        """Rows chosen by a SELECT (run at the head) or given as a table/array."""
+        self._check_writable()
+        self.refresh()
+        sql = None
+        if isinstance(select, str):
+            sql = select
+            table = self.sql(select).to_arrow_table()
+        elif isinstance(select, (pa.Table, pa.RecordBatch)):
+            table = pa.table(select)
+        elif isinstance(select, dict):
+            table = pa.table(select)
+        elif columns == ("id",):
+            table = pa.table({"id": np.asarray(select).reshape(-1)})
+        else:
+            raise InvalidInputError(
+                f"pass a SELECT returning {columns} or an Arrow table with those columns, "
+                f"got {type(select).__name__}"
+            )
+        got = [c.lower() for c in table.column_names]
+        if got != list(columns):
+            raise SQLResultError(
+                f"expected columns {list(columns)}, got {table.column_names}; e.g. "
+                f"SELECT {', '.join(columns)} FROM samples WHERE ..."
+            )
+        table = table.rename_columns(list(columns))
+        if table.num_rows == 0:
+            raise SQLResultError(f"the selection chose no rows: nothing to change. Selection: {select!r}")
+        if not pa.types.is_integer(table["id"].type) or table["id"].null_count:
+            raise SQLResultError(f"ids must be non-null integers, got type {table['id'].type} "
+                                 f"with {table['id'].null_count} nulls")
+        return table, sql
+
+    @staticmethod
+    def _unique_ids(table: pa.Table) -> np.ndarray:
+        ids = table["id"].to_numpy(zero_copy_only=False).astype(np.int64)
+        uniq, counts = np.unique(ids, return_counts=True)
+        if len(uniq) != len(ids):
+            raise SQLResultError(
+                f"ids {uniq[counts > 1][:5].tolist()} appear more than once; "
+                "return one row per id (e.g. GROUP BY id)"
+            )
+        return ids
+
+    def _change_state(self, operation: str, ids: np.ndarray, message: str | None, sql: str | None,
+                      **change) -> WriteResult:
+        with self._store.transaction() as tx:
+            current = Snapshot(self._store, tx.head, tx.head.version).state
+            known = pc.is_in(pa.array(ids, pa.int64()), current["id"]).to_numpy(zero_copy_only=False)
+            if not known.all():
+                missing = ids[~known]
+                raise UnknownIdsError(
+                    f"{len(missing)} id(s) are not rows of the memory at version "
+                    f"{tx.head.version}, e.g. {missing[:5].tolist()}; select ids FROM samples"
+                )
+            n = intervals.change_state(tx.table(STATE_TABLE), tx.version, current, ids, **change)
+            rows = tx.head.rows_total - (n if change.get("delete") else 0)
+            head = tx.commit(operation, message, rows_affected=n, rows_total=rows, sql=sql)
+        self._set_head(head)
+        return WriteResult(head.version, n)
+
+
+__all__ = ["Memory", "WriteResult", "open"]
+_ = builtins  # `open` above shadows the built-in inside this module only

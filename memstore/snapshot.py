@@ -1,0 +1,98 @@
+"""A read-only view of a memory at one version.
+
+Reads go to the Lance tables exactly as the head commit left them, filtered to
+the rows valid at the snapshot's version (see versioning.py). The narrow state
+of the version (id, label, weight) is read once and kept: it is what queries
+and heads read most, and it is small (about 20 bytes a row). Vectors and
+provenance stay in Lance and are read on demand with projection push-down.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import lance
+import pyarrow as pa
+
+from .schema import (
+    AUDIT_TABLE,
+    DATA_TABLE,
+    STATE_TABLE,
+    TAGS_TABLE,
+    TAXONOMY_TABLE,
+    state_schema,
+)
+from .versioning import Head, Store
+
+
+def valid_at(version: int) -> str:
+    """Lance/DuckDB filter of the interval rows valid at ``version``."""
+    return f"valid_from <= {version} AND (valid_to IS NULL OR valid_to > {version})"
+
+
+class Snapshot:
+    def __init__(self, store: Store, head: Head, version: int):
+        self.store = store
+        self.head = head
+        self.version = version
+
+    def _dataset(self, name: str) -> lance.LanceDataset:
+        return self.store.dataset(name, self.head.lance_versions[name])
+
+    @property
+    def has_samples(self) -> bool:
+        return DATA_TABLE in self.head.lance_versions
+
+    @cached_property
+    def data(self) -> lance.LanceDataset | None:
+        """``sample_data`` at the head: every row ever added and not forgotten."""
+        return self._dataset(DATA_TABLE) if self.has_samples else None
+
+    @cached_property
+    def state(self) -> pa.Table:
+        """(id, label, weight, valid_from) of the rows alive at this version."""
+        if not self.has_samples:
+            schema = state_schema(pa.string())
+            return schema.empty_table().select(["id", "label", "weight", "valid_from"])
+        return self._dataset(STATE_TABLE).to_table(
+            columns=["id", "label", "weight", "valid_from"], filter=valid_at(self.version)
+        )
+
+    def state_history(self, filter: str | None = None) -> pa.Table:
+        """Every state row (all versions) matching ``filter``."""
+        return self._dataset(STATE_TABLE).to_table(filter=filter)
+
+    @property
+    def dim(self) -> int | None:
+        return self.data.schema.field("vector").type.list_size if self.has_samples else None
+
+    @property
+    def label_type(self) -> pa.DataType | None:
+        if not self.has_samples:
+            return None
+        return self._dataset(STATE_TABLE).schema.field("label").type
+
+    @property
+    def provenance_columns(self) -> list[str]:
+        """Data columns shown in ``samples`` besides id and vector, in table order."""
+        if not self.has_samples:
+            return []
+        return [n for n in self.data.schema.names if n not in ("id", "vector", "added_in")]
+
+    @cached_property
+    def taxonomy(self) -> pa.Table | None:
+        if TAXONOMY_TABLE not in self.head.lance_versions:
+            return None
+        return self._dataset(TAXONOMY_TABLE).to_table(
+            columns=["node", "parent", "name", "level"], filter=valid_at(self.version)
+        )
+
+    @cached_property
+    def audit(self) -> pa.Table:
+        """The commit log up to this version, without the internal Lance bookkeeping."""
+        table = self.store.dataset(AUDIT_TABLE).to_table(filter=f"version <= {self.version}")
+        table = table.drop_columns(["lance_versions", "next_id"])
+        return table.sort_by("version")
+
+    def tags(self) -> pa.Table:
+        return self.store.dataset(TAGS_TABLE).to_table().sort_by("version")

@@ -1,0 +1,127 @@
+"""Read-only DuckDB SQL over one memory version.
+
+Tables
+------
+samples   id, label, weight, provenance (uri, dataset, split, content_hash,
+          added_at, the user's extra columns) and vector: the rows alive at the
+          version.
+taxonomy  node, parent, name, level: the label hierarchy at the version.
+audit     version, time, operation, message, rows_affected, rows_total, sql,
+          details, schema_version, user: every change up to the version.
+tags      name, version, time.
+
+``samples`` joins the narrow state (kept in memory by the snapshot) with the
+Lance data table, which DuckDB scans with projection and filter push-down, so
+the vectors are never copied into Python to answer a query. A query that names
+no data column (``SELECT label, count(*) ... GROUP BY label``) is answered from
+the state alone, without the join: the planner cannot drop an unused join by
+itself, and the join would cost ten times the aggregate.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from .errors import ReadOnlyError
+from .snapshot import Snapshot
+
+_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class VersionSQL:
+    """The DuckDB side of one snapshot: two connections, one per ``samples`` view."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.snapshot = snapshot
+        self._connections: dict[bool, duckdb.DuckDBPyConnection] = {}
+        self._parser = duckdb.connect(":memory:")  # only parses; holds no data
+
+    def run(self, query: str) -> duckdb.DuckDBPyRelation:
+        """Run one read-only statement; refuse anything that would change data."""
+        check_read_only(query)
+        full = _needs_data(self._parser, query, _data_only_columns(self.snapshot))
+        return self._connection(full).sql(query)
+
+    def _connection(self, full: bool) -> duckdb.DuckDBPyConnection:
+        if full not in self._connections:
+            con = connect(self.snapshot)
+            con.execute(f"CREATE VIEW samples AS {_samples_view(self.snapshot, full)}")
+            self._connections[full] = con
+        return self._connections[full]
+
+
+def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the version's tables registered (all but ``samples``)."""
+    con = duckdb.connect(":memory:")
+    con.register("_state", snapshot.state)
+    if snapshot.has_samples:
+        con.register("_data", snapshot.data)
+    con.register("audit", snapshot.audit)
+    con.register("tags", snapshot.tags())
+    taxonomy = snapshot.taxonomy
+    if taxonomy is None:
+        con.execute("CREATE VIEW taxonomy AS SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS parent, "
+                    "NULL::VARCHAR AS name, NULL::INTEGER AS level WHERE false")
+    else:
+        con.register("taxonomy", taxonomy)
+    return con
+
+
+def check_read_only(query: str) -> None:
+    statements = duckdb.extract_statements(query)  # a syntax error raises duckdb.ParserException
+    if len(statements) != 1:
+        raise ReadOnlyError(
+            f"mem.sql runs exactly one statement, got {len(statements)}; split the query"
+        )
+    kind = statements[0].type
+    if kind not in _ALLOWED:
+        raise ReadOnlyError(
+            f"mem.sql is read-only and refused a {kind.name} statement. To change the memory, "
+            "select the rows with SQL and pass the SELECT to mem.prune (delete), "
+            "mem.reweight (set weights) or mem.relabel (set labels)."
+        )
+
+
+def _data_only_columns(snapshot: Snapshot) -> set[str]:
+    return {c.lower() for c in snapshot.provenance_columns} | {"vector", "samples"}
+
+
+def _needs_data(con, query: str, data_columns: set[str]) -> bool:
+    """Does ``query`` reference a column that only the data table holds?
+
+    Reads DuckDB's own parse tree: a column can be named, or reached through a
+    star (``*``, ``COLUMNS(...)``) or the table used as a struct. When the tree
+    cannot be had, assume it does.
+    """
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [query]).fetchall()[0][0])
+    except duckdb.Error:
+        return True
+    if tree.get("error"):
+        return True
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("class")
+            if kind == "STAR":
+                return True
+            if kind == "COLUMN_REF" and node["column_names"][-1].lower() in data_columns:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _samples_view(snapshot: Snapshot, full: bool) -> str:
+    state_cols = "s.id, s.label, s.weight"
+    if not full or not snapshot.has_samples:
+        return f"SELECT {state_cols} FROM _state s"
+    provenance = ", ".join(f'd."{c}"' for c in snapshot.provenance_columns)
+    return (
+        f"SELECT {state_cols}, {provenance}, d.vector "
+        "FROM _state s JOIN _data d ON s.id = d.id"
+    )
