@@ -173,7 +173,7 @@ class Memory:
 
     def info(self) -> dict:
         """Rows, dimension, labels, versions and size on disk."""
-        labels = self.sql("SELECT count(DISTINCT label) FROM samples").fetchone()[0]
+        labels = self.sql("SELECT count(DISTINCT label) FROM samples").fetchall()[0][0]
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return {
             "path": str(self.path),

@@ -1,0 +1,234 @@
+"""The ``memstore`` command: each sub-command is one API call.
+
+The memory's path comes first, as in ``memstore sql fashion.mem "SELECT ..."``.
+Results print as a table, or as JSON / CSV with ``--format``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pyarrow as pa
+
+import memstore
+
+from .errors import MemstoreError
+
+FORMATS = click.Choice(["table", "json", "csv"])
+MAX_CELL = 48
+
+
+def _open(path: str) -> memstore.Memory:
+    return memstore.open(path)
+
+
+def _emit(table: pa.Table, fmt: str) -> None:
+    rows = table.to_pylist()
+    if fmt == "json":
+        click.echo(json.dumps(rows, default=str, indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(table.column_names)
+        writer.writerows([[r[c] for c in table.column_names] for r in rows])
+    else:
+        click.echo(_text_table(table.column_names, rows))
+
+
+def _cell(value) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _text_table(names: list[str], rows: list[dict]) -> str:
+    cells = [[_cell(r[n]) for n in names] for r in rows]
+    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(n.ljust(w) for n, w in zip(names, widths)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def _result(res: memstore.WriteResult, fmt: str) -> None:
+    _emit(pa.table({"version": [res.version], "rows": [res.rows]}), fmt)
+
+
+class _Group(click.Group):
+    """Turns memstore's own errors into a one-line message and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MemstoreError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(memstore.__version__, prog_name="memstore")
+def main():
+    """memstore: a model's explicit memory in an embedded database."""
+
+
+@main.command()
+@click.argument("path")
+def init(path):
+    """Create a memory at PATH (a new or empty directory); open it if it exists."""
+    mem = _open(path)
+    click.echo(f"memory {mem.path} at version {mem.version}")
+
+
+@main.command()
+@click.argument("path")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False),
+              help=".npy or text file (one label per line) of labels, for a .npy SOURCE.")
+@click.option("--vector-column", default="vector", show_default=True,
+              help="Column of SOURCE (parquet/arrow) holding the vectors.")
+@click.option("--label-column", default="label", show_default=True,
+              help="Column of SOURCE (parquet/arrow) holding the labels.")
+@click.option("--dataset", help="Provenance: dataset name for every row.")
+@click.option("--split", help="Provenance: split name for every row.")
+@click.option("-m", "--message", help="Why these rows were added (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def add(path, source, labels_file, vector_column, label_column, dataset, split, message, fmt):
+    """Add the vectors of SOURCE (.npy, .parquet, .arrow/.feather) to the memory at PATH.
+
+    A parquet/arrow SOURCE holds a vector column and a label column; its other
+    columns become provenance (uri, split, ... or your own names).
+    """
+    provenance = {k: v for k, v in (("dataset", dataset), ("split", split)) if v is not None}
+    src = Path(source)
+    if src.suffix == ".npy":
+        if not labels_file:
+            raise click.UsageError("a .npy SOURCE needs --labels FILE (.npy or one label per line)")
+        vectors = np.load(src, mmap_mode="r")
+        labels = (np.load(labels_file, allow_pickle=False) if labels_file.endswith(".npy")
+                  else Path(labels_file).read_text().splitlines())
+        table = None
+    else:
+        table = _read_table(src)
+        for col, opt in ((vector_column, "--vector-column"), (label_column, "--label-column")):
+            if col not in table.column_names:
+                raise click.UsageError(f"{source} has no column {col!r} (columns: {table.column_names}); "
+                                       f"name it with {opt}")
+        vectors, labels = table[vector_column], table[label_column]
+        for name in table.column_names:
+            if name not in (vector_column, label_column):
+                provenance.setdefault(name, table[name])
+    mem = _open(path)
+    res = mem.add(vectors, labels, provenance=provenance, message=message or f"add {src.name}",
+                  progress=True)
+    _result(res, fmt)
+
+
+def _read_table(src: Path) -> pa.Table:
+    if src.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(src)
+    if src.suffix in (".arrow", ".feather", ".ipc"):
+        import pyarrow.feather as feather
+
+        return feather.read_table(src)
+    raise click.UsageError(f"cannot read {src.name}: use .npy, .parquet or .arrow/.feather")
+
+
+@main.command()
+@click.argument("path")
+@click.argument("query")
+@click.option("--at", "at", help="Run at this version number or tag.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def sql(path, query, at, fmt):
+    """Run a read-only SQL QUERY (tables samples, taxonomy, audit, tags)."""
+    mem = _open(path)
+    if at is not None:
+        mem = mem.at(int(at) if at.isdigit() else at)
+    _emit(mem.sql(query).to_arrow_table(), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def versions(path, fmt):
+    """List the versions of the memory: version, time, operation, message, rows."""
+    _emit(_open(path).versions(), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("name")
+@click.option("--version", "version", type=int, help="Version to tag (default: the newest).")
+def tag(path, name, version):
+    """Name a version of the memory NAME."""
+    v = _open(path).tag(name, version)
+    click.echo(f"tagged version {v} as {name!r}")
+
+
+@main.command()
+@click.argument("path")
+@click.argument("ref")
+@click.option("-m", "--message", help="Why (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def restore(path, ref, message, fmt):
+    """Make a new version equal to version or tag REF."""
+    _result(_open(path).restore(int(ref) if ref.isdigit() else ref, message=message), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("select")
+@click.option("-m", "--message", help="Why (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def prune(path, select, message, fmt):
+    """Delete the rows whose ids SELECT returns (a query with one column: id)."""
+    _result(_open(path).prune(select, message=message), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("select")
+@click.option("-m", "--message", help="Why (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def reweight(path, select, message, fmt):
+    """Set quality weights from SELECT returning (id, weight)."""
+    _result(_open(path).reweight(select, message=message), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("select")
+@click.option("-m", "--message", help="Why (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def relabel(path, select, message, fmt):
+    """Set labels from SELECT returning (id, label)."""
+    _result(_open(path).relabel(select, message=message), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def audit(path, fmt):
+    """Show who changed what, when, and why: one row per version."""
+    _emit(_open(path).audit(), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def info(path, fmt):
+    """Rows, dimension, labels, versions and size on disk."""
+    facts = _open(path).info()
+    if fmt == "json":
+        click.echo(json.dumps(facts, indent=2))
+    else:
+        _emit(pa.table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
+
+
+if __name__ == "__main__":
+    main()
