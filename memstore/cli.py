@@ -123,7 +123,7 @@ def add(path, source, labels_file, vector_column, label_column, dataset, split, 
                 provenance.setdefault(name, table[name])
     mem = _open(path)
     res = mem.add(vectors, labels, provenance=provenance, message=message or f"add {src.name}",
-                  progress=True)
+                  progress=None)
     _result(res, fmt)
 
 

@@ -1,0 +1,84 @@
+"""The memstore command: each sub-command is one API call, and each is documented."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import memstore
+from memstore.cli import main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_every_command_has_help_text():
+    for name, command in main.commands.items():
+        assert command.help and len(command.help) > 20, f"`memstore {name}` lacks documentation"
+
+
+def test_full_session(runner, tmp_path, rng):
+    path = tmp_path / "cli.mem"
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "labels.txt").write_text("\n".join(["cat", "dog"] * 3))
+    assert "version 0" in invoke(runner, "init", path).stdout
+
+    out = invoke(runner, "add", path, tmp_path / "x.npy", "--labels", tmp_path / "labels.txt",
+                 "--split", "train", "--format", "json")
+    assert json.loads(out.stdout) == [{"version": 1, "rows": 6}]
+
+    table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(x[:2].ravel()), 4),
+                      "label": ["cow", "cow"], "uri": ["a.png", "b.png"]})
+    pq.write_table(table, tmp_path / "more.parquet")
+    invoke(runner, "add", path, tmp_path / "more.parquet", "-m", "cows")
+
+    out = invoke(runner, "sql", path, "SELECT label, count(*) AS n FROM samples GROUP BY 1 ORDER BY 1",
+                 "--format", "json")
+    assert json.loads(out.stdout) == [{"label": "cat", "n": 3}, {"label": "cow", "n": 2},
+                                      {"label": "dog", "n": 3}]
+    assert "cow" in invoke(runner, "sql", path, "SELECT uri, label FROM samples WHERE uri IS NOT NULL").stdout
+
+    invoke(runner, "tag", path, "before-prune")
+    invoke(runner, "prune", path, "SELECT id FROM samples WHERE label = 'dog'", "-m", "no dogs")
+    invoke(runner, "reweight", path, "SELECT id, 0.5 AS weight FROM samples WHERE label = 'cat'")
+    invoke(runner, "relabel", path, "SELECT id, 'kitten' AS label FROM samples WHERE label = 'cat'")
+    assert memstore.open(path).sql("SELECT count(*) FROM samples").fetchall() == [(5,)]
+
+    out = invoke(runner, "sql", path, "SELECT count(*) AS n FROM samples", "--at", "before-prune",
+                 "--format", "csv")
+    assert out.output.splitlines() == ["n", "8"]
+    invoke(runner, "restore", path, "before-prune")
+    versions = json.loads(invoke(runner, "versions", path, "--format", "json").stdout)
+    assert [v["operation"] for v in versions] == ["init", "add", "add", "prune", "reweight", "relabel",
+                                                  "restore"]
+    audit = invoke(runner, "audit", path).stdout
+    assert "no dogs" in audit and "SELECT id FROM samples WHERE label = 'dog'" in audit
+    info = json.loads(invoke(runner, "info", path, "--format", "json").stdout)
+    assert info["rows"] == 8 and info["dim"] == 4 and info["tags"] == ["before-prune"]
+
+
+def test_errors_are_one_line_and_exit_1(runner, tmp_path):
+    path = tmp_path / "cli.mem"
+    invoke(runner, "init", path)
+    result = runner.invoke(main, ["sql", str(path), "DELETE FROM samples"])
+    assert result.exit_code == 1 and "read-only" in result.output
+    (tmp_path / "x.txt").write_text("not a memory")
+    result = runner.invoke(main, ["info", str(tmp_path / "x.txt")])
+    assert result.exit_code == 1 and "not a memory" in result.output
+
+
+def test_add_npy_without_labels_is_a_usage_error(runner, tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    result = runner.invoke(main, ["add", str(tmp_path / "m"), str(tmp_path / "x.npy")])
+    assert result.exit_code == 2 and "--labels" in result.output

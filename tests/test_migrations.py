@@ -1,0 +1,63 @@
+"""Schema migrations: older memories are upgraded, newer ones refused."""
+
+import numpy as np
+import pytest
+
+import memstore
+from memstore import migrations
+from memstore.memory import Memory
+from memstore.versioning import Store
+
+
+def _memory_at_schema(path, schema_version):
+    Store.write_marker(path)
+    store = Store(path)
+    migrations.create(store, upto=schema_version)
+    return Memory(store, store.head())
+
+
+def test_migrations_are_numbered_from_0001():
+    names = [m.name for m in migrations.all_migrations()]
+    assert names[:2] == ["0001_initial", "0002_taxonomy"]
+    assert migrations.latest_schema_version() == len(names)
+
+
+def test_new_memory_is_at_the_latest_schema(mem):
+    assert mem.audit()["schema_version"].to_pylist() == [migrations.latest_schema_version()]
+
+
+def test_memory_made_at_schema_0001_is_migrated_on_open(tmp_path, rng):
+    path = tmp_path / "old.mem"
+    old = _memory_at_schema(path, 1)
+    x = rng.standard_normal((10, 4)).astype(np.float32)
+    old.add(x, list("abcdeabcde"), message="made by schema 1")
+    old.reweight("SELECT id, 0.5 AS weight FROM samples WHERE id < 3")
+    assert old.sql("SELECT count(*) FROM taxonomy").fetchall() == [(0,)]  # no table yet: empty view
+    assert old._head.schema_version == 1
+
+    mem = memstore.open(path)
+    audit = mem.audit().to_pylist()
+    assert [(a["operation"], a["message"], a["schema_version"]) for a in audit[-1:]] == [
+        ("migrate", "0002_taxonomy", 2)]
+    assert mem.version == 3 and len(mem) == 10
+    assert mem.sql("SELECT sum(weight) FROM samples").fetchall()[0][0] == pytest.approx(8.5)
+    assert "taxonomy" in mem._head.lance_versions
+    # versions made before the migration still read as they were
+    assert mem.at(1).sql("SELECT count(*) FROM samples WHERE weight < 1").fetchall() == [(0,)]
+    assert mem.at(2).sql("SELECT count(*) FROM samples WHERE weight < 1").fetchall() == [(3,)]
+    # opening again applies nothing twice
+    assert memstore.open(path).version == 3
+
+
+def test_read_only_open_does_not_migrate(tmp_path, rng):
+    path = tmp_path / "old.mem"
+    _memory_at_schema(path, 1)
+    mem = memstore.open(path, read_only=True)
+    assert mem.version == 0 and mem._head.schema_version == 1
+
+
+def test_memory_from_a_newer_memstore_is_refused(mem):
+    with mem._store.transaction() as tx:
+        tx.commit("migrate", "9999_future", rows_affected=0, schema_version=99)
+    with pytest.raises(memstore.SchemaVersionError, match=r"schema version 99.*up to 2.*Upgrade"):
+        memstore.open(mem.path)
