@@ -18,7 +18,6 @@ Examples
 
 from __future__ import annotations
 
-import builtins
 import os
 import sys
 from dataclasses import dataclass
@@ -256,7 +255,7 @@ class Memory:
                     changed = len(pc.unique(touched))
             rows = Snapshot(self._store, tx.head, target).state.num_rows
             head = tx.commit("restore", message or f"restore version {target}", rows_affected=changed,
-                             rows_total=rows, details={"restored": target, "ref": ref})
+                             rows_total=rows, details={"restored": target, "ref": str(ref)})
         self._set_head(head)
         return WriteResult(head.version, changed)
 
@@ -425,4 +424,3 @@ class Memory:
 
 
 __all__ = ["Memory", "WriteResult", "open"]
-_ = builtins  # `open` above shadows the built-in inside this module only

@@ -35,6 +35,7 @@ from pathlib import Path
 import lance
 import lancedb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import LockedError, NotAMemoryError
 from .schema import AUDIT_TABLE, TAGS_TABLE
@@ -44,6 +45,8 @@ TABLES_DIR = "tables"
 LOCK_FILE = ".lock"
 #: tables that are the log itself, not part of a memory version's content.
 LOG_TABLES = frozenset({AUDIT_TABLE, TAGS_TABLE})
+#: seconds a writer waits for another writer's lock before giving up
+LOCK_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class Store:
         rows = audit.to_table(
             columns=["version", "schema_version", "rows_total", "next_id", "lance_versions"]
         )
-        last = rows.slice(pa.compute.index(rows["version"], pa.compute.max(rows["version"])).as_py(), 1)
+        last = rows.slice(pc.index(rows["version"], pc.max(rows["version"])).as_py(), 1)
         row = last.to_pylist()[0]
         return Head(
             version=row["version"],
@@ -131,8 +134,9 @@ class Store:
 
     # -- writing -------------------------------------------------------------
     @contextmanager
-    def lock(self, timeout: float = 30.0):
-        """Exclusive writer lock; waits up to ``timeout`` seconds for another writer."""
+    def lock(self, timeout: float | None = None):
+        """Exclusive writer lock; waits up to ``timeout`` (default LOCK_TIMEOUT) seconds."""
+        timeout = LOCK_TIMEOUT if timeout is None else timeout
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout

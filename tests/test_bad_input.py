@@ -154,3 +154,14 @@ def test_an_error_midway_rolls_back_lance_commits(filled, rng, monkeypatch):
     assert again.version == 1 and len(again) == 100
     assert again.sql("SELECT count(*) FROM _data").fetchall()[0][0] == 100
     assert again.add(rng.standard_normal((1, 8)), ["a"]).ids.tolist() == [100]
+
+
+def test_a_second_writer_waits_then_gives_up(unchanged, rng, monkeypatch):
+    from memstore import versioning
+
+    monkeypatch.setattr(versioning, "LOCK_TIMEOUT", 0.2)
+    with unchanged._store.lock():  # another writer holds the lock
+        with pytest.raises(memstore.LockedError, match="another process"):
+            unchanged.add(rng.standard_normal((1, 8)), ["a"])
+        with pytest.raises(BlockingIOError):
+            unchanged.prune("SELECT id FROM samples WHERE id = 0")
