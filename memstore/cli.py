@@ -180,34 +180,21 @@ def restore(path, ref, message, fmt):
     _result(_open(path).restore(int(ref) if ref.isdigit() else ref, message=message), fmt)
 
 
-@main.command()
-@click.argument("path")
-@click.argument("select")
-@click.option("-m", "--message", help="Why (kept in the audit).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def prune(path, select, message, fmt):
-    """Delete the rows whose ids SELECT returns (a query with one column: id)."""
-    _result(_open(path).prune(select, message=message), fmt)
+def _sql_write_command(name: str, doc: str) -> None:
+    """Register ``memstore NAME PATH SELECT``, one call of the Memory method NAME."""
+
+    @main.command(name=name, help=doc)
+    @click.argument("path")
+    @click.argument("select")
+    @click.option("-m", "--message", help="Why (kept in the audit).")
+    @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+    def command(path, select, message, fmt):
+        _result(getattr(_open(path), name)(select, message=message), fmt)
 
 
-@main.command()
-@click.argument("path")
-@click.argument("select")
-@click.option("-m", "--message", help="Why (kept in the audit).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def reweight(path, select, message, fmt):
-    """Set quality weights from SELECT returning (id, weight)."""
-    _result(_open(path).reweight(select, message=message), fmt)
-
-
-@main.command()
-@click.argument("path")
-@click.argument("select")
-@click.option("-m", "--message", help="Why (kept in the audit).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def relabel(path, select, message, fmt):
-    """Set labels from SELECT returning (id, label)."""
-    _result(_open(path).relabel(select, message=message), fmt)
+_sql_write_command("prune", "Delete the rows whose ids SELECT returns (a query with one column: id).")
+_sql_write_command("reweight", "Set quality weights from SELECT returning (id, weight).")
+_sql_write_command("relabel", "Set labels from SELECT returning (id, label).")
 
 
 @main.command()

@@ -219,10 +219,9 @@ class Memory:
             tags = self._store.dataset(TAGS_TABLE).to_table()
             if name in tags["name"].to_pylist():
                 raise InvalidInputError(f"tag {name!r} already exists; choose another name or untag it first")
-            self._store.open_table(TAGS_TABLE).add(
-                pa.table({"name": [name], "version": [target], "time": [utcnow()]},
-                         schema=self._store.open_table(TAGS_TABLE).schema)
-            )
+            table = self._store.open_table(TAGS_TABLE)
+            table.add(pa.table({"name": [name], "version": [target], "time": [utcnow()]},
+                               schema=table.schema))
         return target
 
     def untag(self, name: str) -> None:
@@ -369,9 +368,7 @@ class Memory:
         if isinstance(select, str):
             sql = select
             table = self.sql(select).to_arrow_table()
-        elif isinstance(select, (pa.Table, pa.RecordBatch)):
-            table = pa.table(select)
-        elif isinstance(select, dict):
+        elif isinstance(select, (pa.Table, pa.RecordBatch, dict)):
             table = pa.table(select)
         elif columns == ("id",):
             table = pa.table({"id": np.asarray(select).reshape(-1)})
