@@ -3,6 +3,8 @@
 >>> import memstore
 >>> sorted(n for n in memstore.__all__ if n[0].islower())
 ['open']
+>>> memstore.KNNClassifier(k=10).k
+10
 """
 
 from .errors import (
@@ -21,8 +23,22 @@ from .memory import Memory, WriteResult, open
 
 __version__ = "0.1.0"
 
+# The heads import torch and scikit-learn, which take seconds to load: load
+# them on first use so that `import memstore` (and every CLI call) stays fast.
+_LAZY = {"KNNClassifier": "memstore.heads.knn"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'memstore' has no attribute {name!r}")
+
+
 __all__ = [
     "open",
+    "KNNClassifier",
     "Memory",
     "WriteResult",
     "MemstoreError",

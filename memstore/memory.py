@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -36,8 +37,16 @@ from .errors import (
     UnknownIdsError,
     VersionNotFoundError,
 )
-from .schema import DATA_TABLE, STATE_TABLE, TAGS_TABLE, TAXONOMY_TABLE, data_schema, state_schema
-from .snapshot import Snapshot, valid_at
+from .schema import (
+    AUDIT_TABLE,
+    DATA_TABLE,
+    STATE_TABLE,
+    TAGS_TABLE,
+    TAXONOMY_TABLE,
+    data_schema,
+    state_schema,
+)
+from .snapshot import Samples, Snapshot, valid_at
 from .sql import VersionSQL
 from .versioning import Head, Store, utcnow
 
@@ -89,6 +98,7 @@ class Memory:
         self._read_only = read_only or pinned is not None
         self._snapshot_cache: Snapshot | None = None
         self._sql_cache: VersionSQL | None = None
+        self._searchers: dict = {}
 
     # -- what it is ----------------------------------------------------------
     @property
@@ -137,6 +147,7 @@ class Memory:
             self._head = head
             self._snapshot_cache = None
             self._sql_cache = None
+            self._searchers = {}
 
     # -- reading ---------------------------------------------------------------
     def sql(self, query: str):
@@ -187,6 +198,104 @@ class Memory:
             "schema_version": self._head.schema_version,
             "bytes_on_disk": size,
         }
+
+    # -- search --------------------------------------------------------------------
+    @property
+    def samples(self) -> Samples:
+        """Ids, vectors, labels and weights of this version, in id order (read once, kept)."""
+        return self._snapshot.samples
+
+    def index_info(self) -> dict | None:
+        """The ANN index on the vectors, as ``create_index`` measured it; None without one."""
+        if not self._snapshot.has_samples or not self._snapshot.data.describe_indices():
+            return None
+        audit = self._store.dataset(AUDIT_TABLE).to_table(
+            columns=["version", "details"],
+            filter=f"operation = 'create_index' AND version <= {self._head.version}")
+        if not audit.num_rows:
+            return None
+        last = audit.sort_by("version").slice(audit.num_rows - 1)
+        return {"version": last["version"][0].as_py(), **json.loads(last["details"][0].as_py())}
+
+    def searcher(self, metric: str = "cosine", index: str = "auto", *, nprobes: int | None = None,
+                 refine_factor: int | None = None, device="auto"):
+        """The exact or indexed search over this version, built once per handle and kept.
+
+        ``index="auto"`` takes the ANN index when one exists for ``metric`` and
+        the memory holds at least ``memstore.index.ANN_AUTO_ROWS`` rows;
+        ``"exact"`` and ``"ann"`` force a choice.
+        """
+        from .index import ANN_AUTO_ROWS
+        from .search import ExactSearch, IndexedSearch, check_metric
+
+        check_metric(metric)
+        if index not in ("auto", "exact", "ann"):
+            raise InvalidInputError(f"index must be 'auto', 'exact' or 'ann', got {index!r}")
+        if not len(self):
+            raise InvalidInputError(f"the memory at version {self.version} holds no rows to search")
+        info = self.index_info() if index != "exact" else None
+        if index == "ann" and (info is None or info["metric"] != metric):
+            have = "no index" if info is None else f"an index for metric {info['metric']!r}"
+            raise InvalidInputError(
+                f"index='ann' with metric {metric!r}, but the memory has {have}; "
+                f"run mem.create_index(metric={metric!r}) first")
+        use_ann = info is not None and info["metric"] == metric and (
+            index == "ann" or len(self) >= ANN_AUTO_ROWS)
+        key = (metric, use_ann, nprobes, refine_factor, str(device))
+        if key not in self._searchers:
+            if use_ann:
+                self._searchers[key] = IndexedSearch(
+                    self._snapshot.data, self.samples.ids, metric,
+                    nprobes=nprobes if nprobes is not None else info["nprobes"],
+                    refine_factor=refine_factor if refine_factor is not None else info["refine_factor"])
+            else:
+                self._searchers[key] = ExactSearch(self.samples.vectors, metric, device=device)
+        return self._searchers[key]
+
+    def search(self, queries, k: int = 10, *, metric: str = "cosine", index: str = "auto",
+               nprobes: int | None = None, refine_factor: int | None = None) -> pa.Table:
+        """The k nearest rows of each query: a table (query, rank, id, distance, label).
+
+        Distances: cosine 1 - cos, dot 1 - q.x, l2 squared euclidean (as LanceDB).
+        """
+        searcher = self.searcher(metric, index, nprobes=nprobes, refine_factor=refine_factor)
+        dist, pos = searcher.search(queries, k)
+        nq, k = pos.shape
+        return pa.table({
+            "query": np.repeat(np.arange(nq), k),
+            "rank": np.tile(np.arange(k), nq),
+            "id": self.samples.ids[pos.ravel()],
+            "distance": dist.ravel(),
+            "label": self.samples.labels.take(pa.array(pos.ravel())),
+        })
+
+    def create_index(self, index_type: str = "IVF_PQ", metric: str = "cosine", *,
+                     num_partitions: int | None = None, num_sub_vectors: int | None = None,
+                     target_recall: float = 0.95, k: int = 10, sample: int = 200,
+                     message: str | None = None):
+        """Build an ANN index on the vectors, tune it to ``target_recall``, commit a version.
+
+        Recall@k is measured against exact search on ``sample`` of the memory's
+        own rows; the chosen ``nprobes``/``refine_factor`` and the figures go in
+        the audit row and the returned :class:`memstore.index.IndexReport`.
+        Rows added later are searched exactly by Lance until the next
+        ``create_index``.
+        """
+        from .index import IndexReport, build_index, check_index_request
+
+        self._check_writable()
+        self.refresh()
+        check_index_request(index_type, metric, len(self), target_recall)
+        with self._store.transaction() as tx:
+            samples = Snapshot(self._store, tx.head, tx.head.version).samples
+            _, measured = build_index(
+                tx.table(DATA_TABLE).to_lance(), samples, index_type=index_type, metric=metric,
+                num_partitions=num_partitions, num_sub_vectors=num_sub_vectors,
+                target_recall=target_recall, k=k, sample=sample)
+            head = tx.commit("create_index", message or f"{index_type} index, metric {metric}",
+                             rows_affected=0, details=measured)
+        self._set_head(head)
+        return IndexReport(version=head.version, **measured)
 
     # -- time travel -------------------------------------------------------------
     def at(self, ref: int | str) -> "Memory":

@@ -9,10 +9,13 @@ provenance stay in Lance and are read on demand with projection push-down.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 
 import lance
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .schema import (
     AUDIT_TABLE,
@@ -25,9 +28,27 @@ from .schema import (
 from .versioning import Head, Store
 
 
+def _ascending(a: np.ndarray) -> bool:
+    return bool(len(a) < 2 or (a[1:] > a[:-1]).all())
+
+
 def valid_at(version: int) -> str:
     """Lance/DuckDB filter of the interval rows valid at ``version``."""
     return f"valid_from <= {version} AND (valid_to IS NULL OR valid_to > {version})"
+
+
+@dataclass(frozen=True)
+class Samples:
+    """The rows alive at one version, ordered by id, as the heads read them."""
+
+    ids: np.ndarray  # (n,) int64, ascending
+    offsets: np.ndarray  # (n,) int64 row offsets into the data table, for take()
+    vectors: np.ndarray  # (n, dim) float32, a view of the Arrow buffer where it came in one chunk
+    labels: pa.Array  # (n,) string or int64
+    weights: np.ndarray  # (n,) float32
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class Snapshot:
@@ -56,6 +77,37 @@ class Snapshot:
             return schema.empty_table().select(["id", "label", "weight", "valid_from"])
         return self._dataset(STATE_TABLE).to_table(
             columns=["id", "label", "weight", "valid_from"], filter=valid_at(self.version)
+        )
+
+    @cached_property
+    def samples(self) -> Samples:
+        """Vectors, labels and weights of this version, read once and kept."""
+        from .search import vectors_as_numpy  # search imports torch: only when asked
+
+        state = self.state
+        order = pc.sort_indices(state["id"])
+        state = state.take(order)
+        ids = state["id"].to_numpy()
+        if not self.has_samples or not len(ids):
+            return Samples(ids, ids, np.zeros((0, self.dim or 0), np.float32),
+                           state["label"].combine_chunks(), np.zeros(0, np.float32))
+        data = self.data.to_table(columns=["id", "vector"])
+        offsets = np.arange(data.num_rows, dtype=np.int64)
+        data_ids = data["id"].to_numpy()
+        if data.num_rows != len(ids) or not np.array_equal(data_ids, ids):
+            # rows pruned before (or added after) this version: keep the live ones, in id order
+            where = np.searchsorted(data_ids, ids) if _ascending(data_ids) else None
+            if where is None or not np.array_equal(data_ids[np.minimum(where, len(data_ids) - 1)], ids):
+                order = np.argsort(data_ids, kind="stable")
+                where = order[np.searchsorted(data_ids, ids, sorter=order)]
+            offsets = offsets[where]
+            data = data.take(where)
+        return Samples(
+            ids=ids,
+            offsets=offsets,
+            vectors=vectors_as_numpy(data["vector"]),
+            labels=state["label"].combine_chunks(),
+            weights=state["weight"].to_numpy().astype(np.float32, copy=False),
         )
 
     def state_history(self, filter: str | None = None) -> pa.Table:

@@ -1,0 +1,5 @@
+"""Retrieval heads that read a memory: each follows scikit-learn's estimator contract."""
+
+from .knn import VOTINGS, KNNClassifier
+
+__all__ = ["KNNClassifier", "VOTINGS"]

@@ -1,0 +1,300 @@
+"""The visual-memory kNN classifier of Geirhos et al. 2024, reading a memory.
+
+A query's k nearest rows vote for their labels. With ``i`` the neighbour's
+0-based rank and ``d`` its distance (cosine: 1 - cos):
+
+=============  ===========================  ===============================
+voting         vote of one neighbour         parameter
+=============  ===========================  ===============================
+``plurality``  1
+``distance``   exp(-d) ** p                  ``power`` p = 1
+``softmax``    exp((1 - d) / T)              ``temperature`` T = 0.07
+``rank``       1 / (i + 2)
+=============  ===========================  ===============================
+
+Each vote is multiplied by the row's quality weight (``use_weights=True``),
+so ``mem.reweight`` steers the head without refitting a model. The class with
+the largest total wins. **Ties** (totals equal to 1e-12 relative) go to the
+tied class whose nearest neighbour ranks first, i.e. 1-NN among the tied
+classes; a query whose votes are all zero (every neighbour weighs 0) gets
+uniform probabilities and the nearest neighbour's class.
+
+Every prediction can be traced to its rows: :meth:`KNNClassifier.explain`
+gives one row per (query, neighbour) with the row's id, provenance, vote and
+share of the decision, and the memory version; ``fit(mem.at(version))``
+reproduces a prediction made at that version exactly.
+
+Examples
+--------
+>>> import numpy as np, tempfile, memstore
+>>> mem = memstore.open(tempfile.mkdtemp() + "/toy.mem")
+>>> _ = mem.add(np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32),
+...             ["cat", "cat", "dog", "dog"], provenance={"uri": ["a", "b", "c", "d"]})
+>>> clf = memstore.KNNClassifier(k=3, voting="rank").fit(mem)
+>>> clf.predict(np.array([[0.8, 0.2]], np.float32)).tolist()
+['cat']
+>>> clf.explain(np.array([[0.8, 0.2]], np.float32)).select(["rank", "id", "label", "uri"]).to_pylist()[0]
+{'rank': 0, 'id': 1, 'label': 'cat', 'uri': 'b'}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ..errors import InvalidInputError
+from ..search import ExactSearch, check_k, check_metric
+
+VOTINGS = ("plurality", "distance", "softmax", "rank")
+
+#: relative difference under which two class totals count as tied
+TIE_TOLERANCE = 1e-12
+
+
+def vote_weights(voting: str, distances: np.ndarray, *, power: float = 1.0,
+                 temperature: float = 0.07) -> np.ndarray:
+    """(n_queries, k) votes of neighbours sorted by distance, before row weights.
+
+    >>> vote_weights("rank", np.zeros((1, 3))).round(3).tolist()
+    [[0.5, 0.333, 0.25]]
+    """
+    d = distances.astype(np.float64)
+    if voting == "plurality":
+        return np.ones_like(d)
+    if voting == "distance":
+        return np.exp(-power * d)
+    if voting == "softmax":
+        logits = (1.0 - d) / temperature
+        votes = np.exp(logits)
+        # only metrics with unbounded distances (dot, l2) can overflow; shift those rows
+        bad = ~np.isfinite(votes).all(1)
+        if bad.any():
+            votes[bad] = np.exp(logits[bad] - logits[bad].max(1, keepdims=True))
+        return votes
+    if voting == "rank":
+        ranks = np.arange(d.shape[1], dtype=np.float64)
+        return np.broadcast_to(1.0 / (ranks + 2.0), d.shape).copy()
+    raise InvalidInputError(f"voting {voting!r} is not one of {VOTINGS}")
+
+
+class KNNClassifier(ClassifierMixin, BaseEstimator):
+    """k-nearest-neighbour classifier over a memory (scikit-learn estimator).
+
+    Parameters
+    ----------
+    k : int, default 50
+        Neighbours that vote.
+    voting : {"plurality", "distance", "softmax", "rank"}, default "rank"
+        How a neighbour's vote depends on its rank and distance (module docstring).
+        Rank voting was the best in Geirhos et al. 2024.
+    metric : {"cosine", "dot", "l2"}, default "cosine"
+    temperature : float, default 0.07
+        T of softmax voting.
+    power : float, default 1.0
+        p of distance voting.
+    use_weights : bool, default True
+        Multiply each vote by the row's quality weight.
+    index : {"auto", "exact", "ann"}, default "auto"
+        Exact search, or the memory's ANN index (``Memory.create_index``);
+        ``auto`` takes the index for large memories.
+    nprobes, refine_factor : int, optional
+        ANN search knobs; default: those ``create_index`` tuned.
+    device : str, default "auto"
+        Where exact search runs: the GPU when torch sees one.
+
+    Attributes
+    ----------
+    classes_ : ndarray of the labels, sorted.
+    memory_ : the fitted Memory (None when fitted on arrays).
+    memory_version_ : the version the memory was read at.
+    ids_ : (n_samples_fit_,) row ids, ascending.
+    n_samples_fit_, n_features_in_ : int
+    """
+
+    def __init__(self, k: int = 50, voting: str = "rank", *, metric: str = "cosine",
+                 temperature: float = 0.07, power: float = 1.0, use_weights: bool = True,
+                 index: str = "auto", nprobes: int | None = None, refine_factor: int | None = None,
+                 device: str = "auto"):
+        self.k = k
+        self.voting = voting
+        self.metric = metric
+        self.temperature = temperature
+        self.power = power
+        self.use_weights = use_weights
+        self.index = index
+        self.nprobes = nprobes
+        self.refine_factor = refine_factor
+        self.device = device
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X, y=None, sample_weight=None):
+        """Read a memory (``mem`` or ``mem.at(version)``), or arrays X (n, dim), y (n,).
+
+        Nothing is learned: the head keeps the rows' ids, labels and weights
+        and a search over their vectors.
+        """
+        from ..memory import Memory
+
+        self._check_params()
+        if isinstance(X, Memory):
+            if y is not None or sample_weight is not None:
+                raise InvalidInputError("fit(memory) reads labels and weights from the memory; "
+                                        "do not pass y or sample_weight")
+            # keep the snapshot and its rows, not the handle's caches: a later write
+            # through ``X`` moves the handle on, while this head stays at its version
+            samples, self._snapshot = X.samples, X._snapshot
+            self.memory_, self.memory_version_ = X, X.version
+            self.ids_, labels, weights = samples.ids, samples.labels, samples.weights
+            self._searcher = X.searcher(self.metric, self.index, nprobes=self.nprobes,
+                                        refine_factor=self.refine_factor, device=self.device) \
+                if len(samples) else None
+            n, dim = samples.vectors.shape
+        else:
+            vectors = np.asarray(X, dtype=np.float32)
+            if vectors.ndim != 2 or y is None or len(y) != len(vectors):
+                raise InvalidInputError(
+                    f"fit takes a memory, or X of shape (n, dim) with n labels y; got X of shape "
+                    f"{vectors.shape} and {'no' if y is None else len(y)} labels")
+            self.memory_, self.memory_version_, self._snapshot = None, None, None
+            n, dim = vectors.shape
+            self.ids_ = np.arange(n, dtype=np.int64)
+            labels = pa.array(np.asarray(y))
+            weights = np.ones(n, np.float32) if sample_weight is None \
+                else np.asarray(sample_weight, dtype=np.float32)
+            self._searcher = ExactSearch(vectors, self.metric, device=self.device) if n else None
+        if n == 0:
+            raise InvalidInputError("the memory holds no rows: add labelled rows before fitting")
+        if labels.null_count:
+            raise InvalidInputError(f"{labels.null_count} rows have no label; relabel or prune them")
+        check_k(self.k, n)
+        classes = pc.unique(labels).sort()
+        self.classes_ = classes.to_numpy(zero_copy_only=False)
+        self._codes = pc.index_in(labels, classes).to_numpy()  # (n,) class index of each row
+        self._labels = labels
+        self._vectors = samples.vectors if self._snapshot is not None else vectors
+        self._offsets = samples.offsets if self._snapshot is not None else None
+        self._weights = weights if self.use_weights else np.ones(n, np.float32)
+        self.n_samples_fit_, self.n_features_in_ = n, dim
+        return self
+
+    def _check_params(self) -> None:
+        if self.voting not in VOTINGS:
+            raise InvalidInputError(f"voting {self.voting!r} is not one of {VOTINGS}")
+        check_metric(self.metric)
+        for name in ("temperature", "power"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this KNNClassifier is not fitted yet; call fit(memory) first")
+
+    # -- neighbours ------------------------------------------------------------------
+    def _neighbors(self, X, k: int | None):
+        """(distances, positions), each (n_queries, k); X=None: leave-one-out over the memory."""
+        self._check_fitted()
+        k = self.k if k is None else k
+        if X is None:
+            n = self.n_samples_fit_
+            return self._searcher.search(self._vectors, k, exclude=np.arange(n))
+        return self._searcher.search(X, k)
+
+    def kneighbors(self, X=None, k: int | None = None, return_distance: bool = True):
+        """Distances and row ids of the k nearest rows, each (n_queries, k), nearest first.
+
+        ``X=None`` searches every row of the memory for its neighbours, leaving
+        the row itself out (leave-one-out). The ids are the memory's ``id``
+        column (``0..n-1`` when fitted on arrays).
+        """
+        dist, pos = self._neighbors(X, k)
+        ids = self.ids_[pos]
+        return (dist, ids) if return_distance else ids
+
+    # -- deciding --------------------------------------------------------------------
+    def _votes(self, dist: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """(n_queries, k) vote of each neighbour: voting rule times row weight."""
+        votes = vote_weights(self.voting, dist, power=self.power, temperature=self.temperature)
+        return votes * self._weights[pos]
+
+    def _decide(self, votes: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (n_queries, n_classes) and the winning class index per query."""
+        nq, k = pos.shape
+        n_classes = len(self.classes_)
+        cell = (np.arange(nq)[:, None] * n_classes + self._codes[pos]).ravel()  # (nq * k,)
+        totals = np.bincount(cell, weights=votes.ravel(), minlength=nq * n_classes).reshape(nq, n_classes)
+        first = np.full(nq * n_classes, k, np.int64)  # rank of each class's nearest neighbour
+        np.minimum.at(first, cell, np.tile(np.arange(k), nq))
+        first = first.reshape(nq, n_classes)
+        best = totals.max(1, keepdims=True)
+        tied = totals >= best - TIE_TOLERANCE * np.abs(best)
+        winner = np.where(tied, first, k + 1).argmin(1)
+        sums = totals.sum(1, keepdims=True)
+        proba = np.divide(totals, sums, out=np.full_like(totals, 1.0 / n_classes), where=sums > 0)
+        return proba, winner
+
+    def predict_proba(self, X=None) -> np.ndarray:
+        """(n_queries, n_classes) share of the votes per class, columns in ``classes_`` order.
+
+        ``X=None``: leave-one-out over the memory's own rows.
+        """
+        dist, pos = self._neighbors(X, None)
+        return self._decide(self._votes(dist, pos), pos)[0]
+
+    def predict(self, X=None) -> np.ndarray:
+        """The winning label of each query (ties: module docstring); ``X=None``: leave-one-out."""
+        dist, pos = self._neighbors(X, None)
+        return self.classes_[self._decide(self._votes(dist, pos), pos)[1]]
+
+    # -- attribution -----------------------------------------------------------------
+    def explain(self, X=None) -> pa.Table:
+        """One row per (query, neighbour): who made each prediction, and how much.
+
+        Columns: query, rank, id, label, distance, vote_weight, share (of the
+        query's total vote; the shares of the rows whose label won sum to the
+        predicted class's probability), supports (label == predicted),
+        predicted, the row's provenance columns, and memory_version. Join it
+        with the memory through ``mem.sql(..., explained=table)`` on ``id``.
+        """
+        dist, pos = self._neighbors(X, None)
+        votes = self._votes(dist, pos)
+        _, winner = self._decide(votes, pos)
+        nq, k = pos.shape
+        flat = pos.ravel()
+        predicted = pa.array(self.classes_).take(pa.array(np.repeat(winner, k)))
+        labels = self._labels.take(pa.array(flat))
+        sums = votes.sum(1, keepdims=True)
+        share = np.divide(votes, sums, out=np.zeros_like(votes), where=sums > 0)
+        columns = {
+            "query": np.repeat(np.arange(nq, dtype=np.int64), k),
+            "rank": np.tile(np.arange(k, dtype=np.int64), nq),
+            "id": self.ids_[flat],
+            "label": labels,
+            "distance": dist.ravel(),
+            "vote_weight": votes.ravel(),
+            "share": share.ravel(),
+            "supports": pc.equal(labels, predicted),
+            "predicted": predicted,
+        }
+        table = pa.table(columns)
+        if self._snapshot is not None:
+            for name, column in self._provenance(flat).items():
+                table = table.append_column(name, column)
+        version = pa.array(np.full(nq * k, -1 if self.memory_version_ is None else self.memory_version_),
+                           pa.int64(), mask=np.full(nq * k, self.memory_version_ is None))
+        return table.append_column("memory_version", version)
+
+    def _provenance(self, positions: np.ndarray) -> dict:
+        """Provenance columns of the rows at ``positions`` (repeats allowed), read from Lance."""
+        columns = [c for c in self._snapshot.provenance_columns if c not in ("label", "weight")]
+        unique, back = np.unique(self._offsets[positions], return_inverse=True)
+        rows = self._snapshot.data.take(unique, columns=columns)
+        rows = rows.take(pa.array(back))
+        return {c: rows[c] for c in columns}
+
+
+__all__ = ["KNNClassifier", "VOTINGS", "vote_weights"]

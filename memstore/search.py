@@ -1,0 +1,291 @@
+"""Nearest-neighbour search over the vectors of one memory version.
+
+Two searchers with one interface, ``search(queries, k, exclude=None) ->
+(distances, positions)``:
+
+- :class:`ExactSearch` holds the vectors in RAM (zero copy from Arrow where
+  the column comes in one chunk) and searches them by blocked torch matmul +
+  topk, in bounded extra memory, on the GPU when torch sees one. On the CPU
+  this is the fastest exact search we measured (benchmarks/bench_search.py).
+- :class:`IndexedSearch` asks a LanceDB ANN index (see ``Memory.create_index``)
+  for candidates and lets Lance re-rank them exactly (``refine_factor``).
+
+Distances follow LanceDB's conventions, so both searchers agree:
+``cosine``: 1 - cos(q, x); ``dot``: 1 - q.x; ``l2``: squared euclidean
+distance. Smaller is nearer. Results are sorted by (distance, position), so
+equal distances come out in the order the rows were added.
+
+Examples
+--------
+>>> import numpy as np
+>>> x = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
+>>> d, pos = ExactSearch(x).search(np.array([[1, 0.1]], dtype=np.float32), k=2)
+>>> pos.tolist(), [round(float(v), 3) for v in d[0]]
+([[0, 2]], [0.005, 0.226])
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from .errors import DimensionMismatchError, InvalidInputError
+
+METRICS = ("cosine", "dot", "l2")
+
+#: extra memory a search may use for one block of scores, in bytes
+BLOCK_BYTES = 256 << 20
+#: queries scored together; more only makes the score blocks thinner
+QUERY_CHUNK = 2048
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` is the GPU when torch sees one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise InvalidInputError(f"metric {metric!r} is not one of {METRICS}")
+    return metric
+
+
+def check_k(k, n: int) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    if k > n:
+        raise InvalidInputError(
+            f"Expected k <= n_samples_fit, but k = {k}, n_samples_fit = {n}; "
+            "ask for fewer neighbours or add rows to the memory"
+        )
+    return int(k)
+
+
+def as_queries(queries, dim: int) -> np.ndarray:
+    """(n_queries, dim) float32, C-contiguous; one vector is one query."""
+    if isinstance(queries, torch.Tensor):
+        queries = queries.detach().cpu().numpy()
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2:
+        raise InvalidInputError(f"queries must be (n_queries, dim), got shape {q.shape}")
+    if q.shape[1] != dim:
+        raise DimensionMismatchError(f"queries have dimension {q.shape[1]}, the memory holds {dim}-d vectors")
+    if q.shape[0] == 0:
+        raise InvalidInputError("no queries given: pass at least one (n_queries, dim) row")
+    if not np.isfinite(q).all():
+        raise InvalidInputError("queries contain NaN or inf; clean them before searching")
+    return np.ascontiguousarray(q)
+
+
+def vectors_as_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed_size_list<float32>[dim] column as (n, dim) numpy, zero copy for one chunk."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    dim = column.type.list_size
+    flat = column.flatten()  # a slice of the child array: no copy, offset respected
+    return flat.to_numpy(zero_copy_only=flat.null_count == 0).reshape(-1, dim)
+
+
+class ExactSearch:
+    """Exact k-nearest-neighbour search by blocked matmul + topk.
+
+    Parameters
+    ----------
+    vectors : (n, dim) float32 array; kept by reference, not copied (on the CPU).
+    metric : ``"cosine"`` (default), ``"dot"`` or ``"l2"``.
+    device : ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``, ...
+    block_bytes : bound on the extra memory of one block of scores.
+    """
+
+    def __init__(self, vectors, metric: str = "cosine", device="auto", block_bytes: int = BLOCK_BYTES):
+        self.metric = check_metric(metric)
+        self.device = resolve_device(device)
+        with warnings.catch_warnings():
+            # Arrow buffers are read-only; torch warns, but nothing here writes to them
+            warnings.simplefilter("ignore", UserWarning)
+            x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.vectors = x.to(self.device)  # (n, dim)
+        self.block_bytes = block_bytes
+        norms_sq = (self.vectors * self.vectors).sum(1) if metric != "dot" else None
+        if metric == "cosine":
+            # scale scores by 1/|x| per block instead of keeping a normalised copy of the vectors
+            norms = norms_sq.sqrt()
+            self._scale = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))  # (n,)
+        elif metric == "l2":
+            self._half_norms_sq = 0.5 * norms_sq  # (n,)
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def search(self, queries, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest rows of each query.
+
+        Parameters
+        ----------
+        queries : (n_queries, dim) array.
+        k : neighbours per query.
+        exclude : optional (n_queries,) row positions to leave out, one per query
+            (-1 for none): leave-one-out search of the memory's own rows.
+
+        Returns
+        -------
+        distances : (n_queries, k) float32, ascending.
+        positions : (n_queries, k) int64 row positions into ``vectors``.
+        """
+        q = as_queries(queries, self.dim)
+        k = check_k(k, len(self) - (exclude is not None))
+        if exclude is not None:
+            exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
+            if exclude.shape[0] != q.shape[0]:
+                raise InvalidInputError(f"exclude has {exclude.shape[0]} entries for {q.shape[0]} queries")
+        dists, poss = [], []
+        with torch.inference_mode():
+            for start in range(0, q.shape[0], QUERY_CHUNK):
+                chunk = torch.from_numpy(q[start:start + QUERY_CHUNK]).to(self.device)
+                excl = None if exclude is None else torch.from_numpy(exclude[start:start + QUERY_CHUNK])
+                d, p = self._search_chunk(chunk, k, excl)
+                dists.append(d)
+                poss.append(p)
+        return _sorted(np.concatenate(dists), np.concatenate(poss))
+
+    def _search_chunk(self, q: torch.Tensor, k: int, exclude: torch.Tensor | None):
+        """Top k of one chunk of queries over every block of rows."""
+        nq, n = q.shape[0], len(self)
+        if self.metric == "cosine":
+            q = torch.nn.functional.normalize(q, dim=1)
+        block = max(4096, self.block_bytes // (4 * nq))
+        best_s = best_p = None
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            scores = q @ self.vectors[lo:hi].T  # (nq, hi - lo): larger is nearer
+            if self.metric == "cosine":
+                scores *= self._scale[lo:hi]
+            elif self.metric == "l2":
+                scores -= self._half_norms_sq[lo:hi]  # q.x - |x|^2/2 = (|q|^2 - |q-x|^2) / 2
+            if exclude is not None:
+                hit = (exclude >= lo) & (exclude < hi)
+                rows = hit.nonzero().squeeze(1).to(self.device)
+                scores[rows, (exclude[hit] - lo).to(self.device)] = -torch.inf
+            s, p = torch.topk(scores, min(k, hi - lo), dim=1)  # (nq, k)
+            p += lo
+            if best_s is None:
+                best_s, best_p = s, p
+            else:
+                s = torch.cat([best_s, s], 1)
+                p = torch.cat([best_p, p], 1)
+                s, i = torch.topk(s, k, dim=1)
+                best_s, best_p = s, p.gather(1, i)
+        if self.metric == "cosine":
+            dist = 1.0 - best_s
+        elif self.metric == "dot":
+            dist = 1.0 - best_s
+        else:
+            dist = ((q * q).sum(1, keepdim=True) - 2.0 * best_s).clamp_min_(0.0)
+        return dist.float().cpu().numpy(), best_p.cpu().numpy()
+
+
+class IndexedSearch:
+    """Approximate search through the LanceDB ANN index of a memory's vectors.
+
+    Lance returns candidates from every row of the data table, including rows
+    pruned before the searched version; those are filtered out here and the
+    query asked again for more when too few remain.
+
+    Parameters
+    ----------
+    dataset : the Lance dataset of ``sample_data`` holding the index.
+    ids : (n,) ids of the rows alive at the searched version, ascending.
+    metric : must be the index's metric, or Lance silently scans everything.
+    nprobes, refine_factor : Lance's search knobs (None: Lance's defaults).
+    """
+
+    def __init__(self, dataset, ids: np.ndarray, metric: str, nprobes: int | None = None,
+                 refine_factor: int | None = None):
+        self.dataset = dataset
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.metric = check_metric(metric)
+        self.nprobes = nprobes
+        self.refine_factor = refine_factor
+        self.dim = dataset.schema.field("vector").type.list_size
+        # rows of the table that are not alive at this version (pruned, or added later)
+        self._has_dead = dataset.count_rows() != len(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, queries, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`ExactSearch.search`; ``exclude`` and the results are row positions."""
+        q = as_queries(queries, self.dim)
+        k = check_k(k, len(self) - (exclude is not None))
+        exclude_ids = None
+        if exclude is not None:
+            exclude = np.asarray(exclude, dtype=np.int64).reshape(-1)
+            exclude_ids = np.where(exclude >= 0, self.ids[np.clip(exclude, 0, None)], -1)
+        dist = np.empty((q.shape[0], k), np.float32)
+        ids = np.empty((q.shape[0], k), np.int64)
+        todo = np.arange(q.shape[0])
+        fetch = k + (exclude is not None)
+        while len(todo):
+            d, i, full = self._ask(q[todo], k, fetch, None if exclude_ids is None else exclude_ids[todo])
+            dist[todo[full]], ids[todo[full]] = d[full], i[full]
+            todo = todo[~full]
+            fetch *= 4  # too many candidates were dead rows: ask those queries for more
+        return _sorted(dist, np.searchsorted(self.ids, ids))
+
+    def _ask(self, q: np.ndarray, k: int, fetch: int, exclude_ids):
+        nearest = {"column": "vector", "q": q, "k": fetch, "metric": self.metric}
+        if self.nprobes is not None:
+            nearest["nprobes"] = self.nprobes
+        if self.refine_factor is not None:
+            nearest["refine_factor"] = self.refine_factor
+        hits = self.dataset.to_table(nearest=nearest, columns=["id", "_distance"])
+        qi = hits["query_index"].to_numpy() if q.shape[0] > 1 or "query_index" in hits.column_names \
+            else np.zeros(hits.num_rows, np.int64)
+        hit_ids = hits["id"].to_numpy()
+        hit_d = hits["_distance"].to_numpy()
+        keep = np.ones(len(hit_ids), bool)
+        if self._has_dead:
+            keep &= pc.is_in(hits["id"], pa.array(self.ids)).to_numpy(zero_copy_only=False)
+        if exclude_ids is not None:
+            keep &= hit_ids != exclude_ids[qi]
+        qi, hit_ids, hit_d = qi[keep], hit_ids[keep], hit_d[keep]
+        order = np.lexsort((hit_ids, hit_d, qi))
+        qi, hit_ids, hit_d = qi[order], hit_ids[order], hit_d[order]
+        counts = np.bincount(qi, minlength=q.shape[0])
+        rank = np.arange(len(qi)) - np.repeat(np.cumsum(counts) - counts, counts)
+        take = rank < k
+        full = counts >= k
+        out_d = np.full((q.shape[0], k), np.inf, np.float32)
+        out_i = np.full((q.shape[0], k), -1, np.int64)
+        out_d[qi[take], rank[take]] = hit_d[take]
+        out_i[qi[take], rank[take]] = hit_ids[take]
+        # a query with fewer than k live candidates from a query that asked for
+        # every row cannot get more: that happens only when k > live rows, checked above
+        return out_d, out_i, full
+
+
+def _sorted(dist: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order each row by (distance, position): ties go to the earlier row, deterministically."""
+    order = np.lexsort((pos, dist), axis=1) if dist.shape[1] > 1 else np.zeros_like(pos)
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(pos, order, 1)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of the true k neighbours found, over queries: recall@k."""
+    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth))
+    return hits / truth.size
+
+
+__all__ = ["ExactSearch", "IndexedSearch", "METRICS", "recall", "resolve_device"]
