@@ -150,16 +150,18 @@ class Memory:
             self._searchers = {}
 
     # -- reading ---------------------------------------------------------------
-    def sql(self, query: str):
+    def sql(self, query: str, **tables):
         """Run a read-only DuckDB query over this version; returns a DuckDB relation.
 
-        Tables: ``samples``, ``taxonomy``, ``audit``, ``tags`` (see memstore.sql).
+        Tables: ``samples``, ``taxonomy``, ``audit``, ``tags`` (see memstore.sql),
+        and any Arrow table passed by keyword, e.g. the attribution of a head:
+        ``mem.sql("SELECT e.query, s.uri FROM e JOIN samples s USING (id)", e=clf.explain(Q))``.
         ``.df()``, ``.fetchall()``, ``.arrow()`` and ``.to_arrow_table()`` work on
         the result. Statements that would change anything raise ReadOnlyError.
         """
         if self._sql_cache is None:
             self._sql_cache = VersionSQL(self._snapshot)
-        return self._sql_cache.run(query)
+        return self._sql_cache.run(query, tables)
 
     def versions(self) -> pa.Table:
         """One row per version up to this one: version, time, operation, message, rows."""

@@ -24,8 +24,11 @@ import json
 
 import duckdb
 
-from .errors import ReadOnlyError
+from .errors import InvalidInputError, ReadOnlyError
 from .snapshot import Snapshot
+
+#: names of the tables every query sees; user tables cannot shadow them
+RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data"}
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
@@ -38,11 +41,22 @@ class VersionSQL:
         self._connections: dict[bool, duckdb.DuckDBPyConnection] = {}
         self._parser = duckdb.connect(":memory:")  # only parses; holds no data
 
-    def run(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run one read-only statement; refuse anything that would change data."""
+    def run(self, query: str, tables: dict | None = None) -> duckdb.DuckDBPyRelation:
+        """Run one read-only statement; refuse anything that would change data.
+
+        ``tables`` names Arrow tables (or pandas frames) the query may join,
+        e.g. ``{"explained": clf.explain(Q)}``.
+        """
         check_read_only(query)
         full = _needs_data(self._parser, query, _data_only_columns(self.snapshot))
-        return self._connection(full).sql(query)
+        con = self._connection(full)
+        for name, table in (tables or {}).items():
+            if name.lower() in RESERVED_NAMES:
+                raise InvalidInputError(
+                    f"a table passed to mem.sql cannot be named {name!r}: the memory's own "
+                    f"tables are {sorted(RESERVED_NAMES)}; pick another name")
+            con.register(name, table)
+        return con.sql(query)
 
     def _connection(self, full: bool) -> duckdb.DuckDBPyConnection:
         if full not in self._connections:

@@ -67,7 +67,8 @@ def vote_weights(voting: str, distances: np.ndarray, *, power: float = 1.0,
         return np.exp(-power * d)
     if voting == "softmax":
         logits = (1.0 - d) / temperature
-        votes = np.exp(logits)
+        with np.errstate(over="ignore"):
+            votes = np.exp(logits)
         # only metrics with unbounded distances (dot, l2) can overflow; shift those rows
         bad = ~np.isfinite(votes).all(1)
         if bad.any():
