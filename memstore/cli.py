@@ -146,10 +146,7 @@ def _read_table(src: Path) -> pa.Table:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def sql(path, query, at, fmt):
     """Run a read-only SQL QUERY (tables samples, taxonomy, audit, tags)."""
-    mem = _open(path)
-    if at is not None:
-        mem = mem.at(int(at) if at.isdigit() else at)
-    _emit(mem.sql(query).to_arrow_table(), fmt)
+    _emit(_at(_open(path), at).sql(query).to_arrow_table(), fmt)
 
 
 @main.command()
@@ -195,6 +192,76 @@ def _sql_write_command(name: str, doc: str) -> None:
 _sql_write_command("prune", "Delete the rows whose ids SELECT returns (a query with one column: id).")
 _sql_write_command("reweight", "Set quality weights from SELECT returning (id, weight).")
 _sql_write_command("relabel", "Set labels from SELECT returning (id, label).")
+
+
+def _at(mem: memstore.Memory, at: str | None) -> memstore.Memory:
+    return mem if at is None else mem.at(int(at) if at.isdigit() else at)
+
+
+def _queries(source: str) -> np.ndarray:
+    """Query vectors from a .npy file of shape (n, dim) or (dim,)."""
+    if not source.endswith(".npy"):
+        raise click.UsageError(f"QUERIES must be a .npy file of (n, dim) float vectors, got {source}")
+    return np.load(source, allow_pickle=False)
+
+
+@main.command()
+@click.argument("path")
+@click.option("--type", "index_type", default="IVF_PQ", show_default=True,
+              type=click.Choice(["IVF_PQ", "IVF_HNSW_SQ", "IVF_SQ", "IVF_FLAT"]), help="LanceDB index type.")
+@click.option("--metric", default="cosine", show_default=True, type=click.Choice(["cosine", "dot", "l2"]))
+@click.option("--target-recall", default=0.95, show_default=True, type=float,
+              help="Tune nprobes/refine_factor until recall@10 against exact search reaches this.")
+@click.option("--partitions", type=int, help="IVF partitions (default: about sqrt(rows)).")
+@click.option("-m", "--message", help="Why (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def index(path, index_type, metric, target_recall, partitions, message, fmt):
+    """Build an ANN index on the vectors, tuned and measured against exact search."""
+    report = _open(path).create_index(index_type, metric, num_partitions=partitions,
+                                      target_recall=target_recall, message=message)
+    facts = report.as_dict() | {"speedup": round(report.speedup, 1)}
+    _emit(pa.table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("queries", type=click.Path(exists=True, dir_okay=False))
+@click.option("-k", default=10, show_default=True, help="Neighbours per query.")
+@click.option("--metric", default="cosine", show_default=True, type=click.Choice(["cosine", "dot", "l2"]))
+@click.option("--index", "index_", default="auto", show_default=True,
+              type=click.Choice(["auto", "exact", "ann"]), help="Exact search or the ANN index.")
+@click.option("--at", "at", help="Search this version number or tag.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def search(path, queries, k, metric, index_, at, fmt):
+    """The K nearest rows of each vector in QUERIES (.npy): query, rank, id, distance, label."""
+    mem = _at(_open(path), at)
+    _emit(mem.search(_queries(queries), k, metric=metric, index=index_), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("queries", type=click.Path(exists=True, dir_okay=False))
+@click.option("-k", default=50, show_default=True, help="Neighbours that vote.")
+@click.option("--voting", default="rank", show_default=True,
+              type=click.Choice(["plurality", "distance", "softmax", "rank"]))
+@click.option("--at", "at", help="Classify with this version number or tag.")
+@click.option("--explain", is_flag=True, help="One row per (query, neighbour) with its vote and provenance.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def classify(path, queries, k, voting, at, explain, fmt):
+    """Classify each vector in QUERIES (.npy) with the kNN head; --explain attributes it to rows."""
+    mem = _at(_open(path), at)
+    clf = memstore.KNNClassifier(k=k, voting=voting).fit(mem)
+    q = _queries(queries)
+    if explain:
+        _emit(clf.explain(q), fmt)
+        return
+    proba = clf.predict_proba(q)
+    _emit(pa.table({
+        "query": np.arange(len(q)),
+        "predicted": clf.predict(q),
+        "probability": proba.max(1),
+        "memory_version": np.full(len(q), mem.version),
+    }), fmt)
 
 
 @main.command()

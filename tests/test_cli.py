@@ -82,3 +82,36 @@ def test_add_npy_without_labels_is_a_usage_error(runner, tmp_path):
     np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
     result = runner.invoke(main, ["add", str(tmp_path / "m"), str(tmp_path / "x.npy")])
     assert result.exit_code == 2 and "--labels" in result.output
+
+
+def test_search_classify_and_index(runner, tmp_path, rng):
+    path = tmp_path / "knn.mem"
+    centres = rng.standard_normal((2, 8)) * 3
+    y = np.arange(400) % 2
+    x = (centres[y] + rng.standard_normal((400, 8))).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "q.npy", x[:3])
+    invoke(runner, "add", path, tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
+
+    hits = json.loads(invoke(runner, "search", path, tmp_path / "q.npy", "-k", 2, "--format", "json").stdout)
+    assert [h["id"] for h in hits if h["rank"] == 0] == [0, 1, 2]
+
+    out = json.loads(invoke(runner, "classify", path, tmp_path / "q.npy", "-k", 5, "--format", "json").stdout)
+    assert [r["predicted"] for r in out] == [0, 1, 0] and out[0]["memory_version"] == 1
+    explained = json.loads(invoke(runner, "classify", path, tmp_path / "q.npy", "-k", 5, "--explain",
+                                  "--format", "json").stdout)
+    assert len(explained) == 15 and {"id", "share", "content_hash"} <= set(explained[0])
+
+    facts = {r["key"]: r["value"] for r in json.loads(
+        invoke(runner, "index", path, "--partitions", 4, "--target-recall", 0.8, "--format", "json").stdout)}
+    assert facts["version"] == "2" and float(facts["recall"]) >= 0.8
+    hits = json.loads(invoke(runner, "search", path, tmp_path / "q.npy", "--index", "ann", "--at", 1,
+                             "--format", "json").stdout)
+    assert len(hits) == 30
+
+
+def test_queries_must_be_npy(runner, tmp_path):
+    (tmp_path / "q.txt").write_text("1 2")
+    result = runner.invoke(main, ["search", str(tmp_path / "m.mem"), str(tmp_path / "q.txt")])
+    assert result.exit_code == 2 and ".npy" in result.output
