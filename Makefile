@@ -3,16 +3,25 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo)
 
-.PHONY: install demo test bench clean
+.PHONY: install data demo test bench clean
 
-install: $(STAMP)
+install: $(STAMP) data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+# Best effort: where apt cannot run, the examples say so and fall back to scikit-learn's digits.
+data:
+	@test -f $(FASHION) || $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+	  || ($(SUDO) apt-get update -qq >/dev/null 2>&1 && $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) \
+	  || echo "note: could not install Debian's dataset-fashion-mnist; the demo will use scikit-learn's digits"
 
 demo: install
 	$(PY) examples/demo.py
@@ -22,6 +31,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) demo.mem .pytest_cache build *.egg-info
