@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from . import ingest, intervals, migrations
 from .errors import (
+    DimensionMismatchError,
     InvalidInputError,
     ReadOnlyError,
     SQLResultError,
@@ -423,6 +424,39 @@ class Memory:
                              details={"first_id": int(ids[0]), "last_id": int(ids[-1])})
         self._set_head(head)
         return WriteResult(head.version, n, ids)
+
+    def add_images(self, images, labels=None, encoder=None, provenance: dict | None = None,
+                   weights=None, message: str | None = None, *, batch_size: int = 64,
+                   progress: bool | None = None) -> WriteResult:
+        """Encode images with a frozen encoder and add them in one version.
+
+        Parameters
+        ----------
+        images : an ImageDataset (``memstore.data``: labels, uris, dataset and
+            split come with it), a uint8 array (n, H, W[, 3]), or a list of PIL
+            images or file paths.
+        labels : one per image (default: the dataset's class names).
+        encoder : a ``memstore.encoders.Encoder`` (default: EfficientNet-Lite0
+            with its ImageNet weights).
+        provenance : as in :meth:`add`; ``content_hash`` defaults to the
+            SHA-256/128 of the image, ``encoder`` to the encoder's name and
+            ``uri`` to the file path or dataset uri.
+        """
+        from . import images as image_input
+
+        self._check_writable()
+        if encoder is None:
+            from .encoders import efficientnet_lite0
+
+            encoder = efficientnet_lite0()
+        if self.dim is not None and encoder.dim != self.dim:
+            raise DimensionMismatchError(
+                f"encoder {encoder.name!r} gives {encoder.dim}-d vectors but this memory holds "
+                f"{self.dim}-d ones; use the encoder that filled it, or another memory")
+        vectors, labels, provenance = image_input.prepare(
+            images, labels, encoder, provenance, batch_size=batch_size, progress=progress)
+        return self.add(vectors, labels, provenance=provenance, weights=weights,
+                        message=message or f"{len(vectors)} images encoded by {encoder.name}")
 
     def _sample_tables(self, tx, batch: ingest.Batch):
         """The data and state tables, created by the first add, widened for new extra columns."""
