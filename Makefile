@@ -34,4 +34,4 @@ bench: install
 	$(PY) benchmarks/bench_search.py
 
 clean:
-	rm -rf $(VENV) demo.mem .pytest_cache build *.egg-info
+	rm -rf $(VENV) demo.mem fashion.mem fashion.mem.queries-*.npy fashion_neighbours.png .pytest_cache build *.egg-info
