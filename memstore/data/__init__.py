@@ -1,0 +1,24 @@
+"""Real datasets that can be had offline, as :class:`ImageDataset` objects.
+
+* :func:`load_fashion_mnist` - 70,000 28 x 28 clothing images (Debian ``dataset-fashion-mnist``).
+* :func:`load_digits` - 1,797 8 x 8 handwritten digits (shipped in scikit-learn).
+
+Examples
+--------
+>>> from memstore.data import load_digits
+>>> ds = load_digits("test", test_size=0.2)
+>>> ds
+ImageDataset(name='digits', split='test', n=360, image_shape=(8, 8), classes=10)
+"""
+
+from .base import DatasetNotFoundError, ImageDataset
+from .digits import load_digits
+from .fashion_mnist import fashion_mnist_available, load_fashion_mnist
+
+__all__ = [
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "fashion_mnist_available",
+    "load_digits",
+    "load_fashion_mnist",
+]
