@@ -17,7 +17,7 @@ a re-run reuses ./fashion.mem and the cached query features. Where Debian's
 dataset-fashion-mnist cannot be installed, the demo says so and uses
 scikit-learn's digits instead.
 
-    python examples/demo.py [--path fashion.mem] [--train 10000] [--test 1000]
+    python examples/demo.py [--path fashion.mem] [--train 5000] [--test 500]
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def plot_neighbours(out: str, query_image, true_label: str, explained, train) ->
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", default="fashion.mem")
-    ap.add_argument("--train", type=int, default=10_000, help="training images in the memory")
-    ap.add_argument("--test", type=int, default=1_000, help="held-out test images to classify")
+    ap.add_argument("--train", type=int, default=5_000, help="training images in the memory")
+    ap.add_argument("--test", type=int, default=500, help="held-out test images to classify")
     ap.add_argument("--png", default="fashion_neighbours.png")
     args = ap.parse_args()
 

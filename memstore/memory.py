@@ -392,7 +392,7 @@ class Memory:
             provenance columns).
         labels : n class names (str) or integer ids (int64), or one for all.
         provenance : {column: value or n values}: ``uri``, ``dataset``, ``split``,
-            ``content_hash`` (default: blake2b of the vector) and your own columns.
+            ``content_hash`` (default: SHA-256/128 of the vector) and your own columns.
         weights : quality weights in [0, inf), default 1.0.
         batch_size : rows converted and written at a time (bounds extra memory).
         progress : show a progress bar; default on a terminal for large adds.
