@@ -27,34 +27,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..device import resolve_device
 from ..errors import InvalidInputError
 from .inputs import check_images, check_texts, images_to_tensor
 
 #: encodes of at least this many inputs show a progress bar on a terminal
 PROGRESS_MIN_ITEMS = 1_000
-
-
-def resolve_device(device="auto") -> torch.device:
-    """``"auto"``: the GPU when torch sees one, else the CPU; anything else as given.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidInputError(
-            f"device={device!r} is not a torch device; pass 'auto', 'cpu' or 'cuda'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(
-            f"device={device!r} but torch sees no CUDA GPU; pass device='auto' or 'cpu'")
-    return dev
 
 
 class Encoder:
