@@ -127,6 +127,33 @@ def add(path, source, labels_file, vector_column, label_column, dataset, split, 
     _result(res, fmt)
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _image_source(source: str, limit: int | None):
+    """(images, labels): a dataset name (fashion-mnist:train, digits:test) or a folder.
+
+    A folder is read in the ImageFolder layout: one sub-folder per class, named
+    by the class, holding that class's image files.
+    """
+    from . import data
+
+    name, _, split = source.partition(":")
+    if name in ("fashion-mnist", "digits") and not Path(source).exists():
+        dataset = data.load_fashion_mnist(split or "train") if name == "fashion-mnist" \
+            else data.load_digits(split or "all")
+        return (dataset if limit is None else dataset.subset(np.arange(min(limit, len(dataset))))), None
+    root = Path(source)
+    if not root.is_dir():
+        raise click.UsageError(f"{source} is neither a folder of class sub-folders nor a dataset name "
+                               "(fashion-mnist:train, fashion-mnist:test, digits:train, digits:test)")
+    files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise click.UsageError(f"{source} holds no images in class sub-folders ({source}/CLASS/IMAGE.png)")
+    files = files[:limit]
+    return [str(p) for p in files], [p.parent.name for p in files]
+
+
 def _read_table(src: Path) -> pa.Table:
     if src.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -137,6 +164,34 @@ def _read_table(src: Path) -> pa.Table:
 
         return feather.read_table(src)
     raise click.UsageError(f"cannot read {src.name}: use .npy, .parquet or .arrow/.feather")
+
+
+@main.command(name="add-images")
+@click.argument("path")
+@click.argument("source")
+@click.option("--limit", type=int, help="Add only the first LIMIT images.")
+@click.option("--open-clip", "open_clip_model", help="Encode with this open_clip architecture "
+              "instead of EfficientNet-Lite0 (with --checkpoint, or random weights).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="Local .pt/.safetensors open_clip checkpoint.")
+@click.option("--batch-size", default=64, show_default=True, help="Images per forward pass.")
+@click.option("-m", "--message", help="Why these rows were added (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def add_images(path, source, limit, open_clip_model, checkpoint, batch_size, message, fmt):
+    """Encode the images of SOURCE with a frozen encoder and add them to the memory at PATH.
+
+    SOURCE is a folder with one sub-folder of images per class (the folder
+    name is the label, the file path the uri), or a dataset that can be had
+    offline: fashion-mnist:train, fashion-mnist:test, digits:train, digits:test.
+    """
+    from .encoders import efficientnet_lite0, open_clip_image
+
+    images, labels = _image_source(source, limit)
+    encoder = (open_clip_image(open_clip_model, checkpoint=checkpoint) if open_clip_model
+               else efficientnet_lite0())
+    res = _open(path).add_images(images, labels, encoder=encoder, message=message,
+                                 batch_size=batch_size, progress=True)
+    _result(res, fmt)
 
 
 @main.command()

@@ -115,3 +115,34 @@ def test_queries_must_be_npy(runner, tmp_path):
     (tmp_path / "q.txt").write_text("1 2")
     result = runner.invoke(main, ["search", str(tmp_path / "m.mem"), str(tmp_path / "q.txt")])
     assert result.exit_code == 2 and ".npy" in result.output
+
+
+def test_add_images_from_a_class_folder(runner, tmp_path, rng):
+    from PIL import Image
+
+    for label in ("cat", "dog"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / label / f"{i}.png")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    path = tmp_path / "img.mem"
+    out = invoke(runner, "add-images", path, tmp_path / "imgs", "--format", "json")
+    assert json.loads(out.stdout) == [{"version": 1, "rows": 4}]
+    rows = memstore.open(path).sql("SELECT label, uri, encoder FROM samples ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["cat", "cat", "dog", "dog"]
+    assert rows[0][1].endswith("imgs/cat/0.png") and rows[0][2] == "timm/tf_efficientnet_lite0"
+    assert memstore.open(path).dim == 1280
+
+
+def test_add_images_from_a_dataset_name_and_bad_sources(runner, tmp_path):
+    path = tmp_path / "digits.mem"
+    out = invoke(runner, "add-images", path, "digits:train", "--limit", 3, "--format", "json")
+    assert json.loads(out.stdout) == [{"version": 1, "rows": 3}]
+    assert memstore.open(path).sql("SELECT DISTINCT dataset, split FROM samples").fetchall() == [
+        ("digits", "train")]
+    bad = runner.invoke(main, ["add-images", str(path), str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "neither a folder" in bad.output
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    bad = runner.invoke(main, ["add-images", str(path), str(tmp_path / "empty")])
+    assert bad.exit_code == 2 and "holds no images" in bad.output
