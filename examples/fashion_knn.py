@@ -186,20 +186,31 @@ def main():
                                     effnet_features("test", test.images, n_test)),
              "raw pixels": (pixels(train.images[:n_train]), pixels(test.images[:n_test]))}
     truth = np.asarray(test.class_names, dtype=object)[test.labels[:n_test]].astype(str)
-    results = {"n_train": n_train, "n_test": n_test, "grid": {}, "size": {}}
+    RESULTS.mkdir(exist_ok=True)
+    stem = "fashion_knn_quick" if args.quick else "fashion_knn"
+    # each finished part is saved at once, so an interrupted run resumes where it stopped
+    partial = RESULTS / f"{stem}.partial.json"
+    results = json.loads(partial.read_text()) if partial.exists() else \
+        {"n_train": n_train, "n_test": n_test, "grid": {}, "size": {}}
+
+    def part(key: str, name: str | None, compute) -> None:
+        slot = results if name is None else results[key]
+        if (key if name is None else name) not in slot:
+            slot[key if name is None else name] = compute()
+            partial.write_text(json.dumps(results, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         for name, (x, q) in feats.items():
             print(f"== {name}: {x.shape[1]}-d", flush=True)
             mem, versions = fill(Path(tmp) / f"{name.split()[0]}.mem", x[:n_train], train, sizes)
-            results["grid"][name] = accuracy_grid(mem, q[:n_test], truth)
-            results["size"][name] = size_curve(mem, versions, q[:n_test], truth)
+            part("grid", name, lambda: accuracy_grid(mem, q[:n_test], truth))
+            part("size", name, lambda: size_curve(mem, versions, q[:n_test], truth))
             if name == "EfficientNet-Lite0":
-                results["ann"] = ann_vs_exact(mem, q[:n_test], truth)
-    RESULTS.mkdir(exist_ok=True)
-    stem = "fashion_knn_quick" if args.quick else "fashion_knn"
+                part("ann", None, lambda: ann_vs_exact(mem, q[:n_test], truth))
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
     (RESULTS / f"{stem}.md").write_text(markdown(results))
     plot(results["size"], RESULTS / f"{stem}_memory_size.png")
+    partial.unlink()
     print(markdown(results))
 
 

@@ -106,3 +106,15 @@ def test_a_failed_build_leaves_no_index_behind(clustered, monkeypatch):
     reopened = memstore.open(mem.path)
     assert reopened.version == 1 and reopened.index_info() is None
     assert not reopened._store.open_table(DATA_TABLE).list_indices()
+
+
+def test_many_queries_go_to_lance_in_chunks_with_the_same_answers(clustered, monkeypatch):
+    """Lance opens files per query of a call: 10,000 queries in one call ran out of descriptors."""
+    from memstore import search
+
+    mem, _, q = clustered
+    mem.create_index(num_partitions=16, target_recall=0.9)
+    whole = mem.search(q, k=5, index="ann")
+    monkeypatch.setattr(search, "ANN_QUERY_CHUNK", 7)
+    chunked = memstore.open(mem.path).search(q, k=5, index="ann")
+    assert chunked.equals(whole)
