@@ -38,8 +38,12 @@ METRICS = ("cosine", "dot", "l2")
 
 #: extra memory a search may use for one block of scores, in bytes
 BLOCK_BYTES = 32 << 20
-#: rows of a group: a block of scores is selected from a group at a time
-GROUP_ROWS = 1024
+#: scores of one matmul call, in bytes: small enough to stay in a core's cache
+MATMUL_BYTES = 2 << 20
+#: fewest rows of one matmul call (fewer run slower)
+MIN_MATMUL_ROWS = 1024
+#: rows of a group: scores are selected from (query, group) pairs
+GROUP_ROWS = 16
 #: cosine search takes vectors whose norms are this close to 1 as normalised already
 UNIT_NORM_TOL = 1e-6
 #: queries scored together; more only makes the score blocks thinner
@@ -188,27 +192,43 @@ class ExactSearch:
         nq, n = q.shape[0], len(self)
         if self.metric == "cosine":
             q = torch.nn.functional.normalize(q, dim=1)
-        rows = min(n, max(GROUP_ROWS, self.block_bytes // (4 * nq) // GROUP_ROWS * GROUP_ROWS))
-        buffer = torch.empty(nq * rows, device=self.device)  # scores of one block, reused
+        # rows per block (selection): as many as block_bytes of scores allow; rows per
+        # matmul: fewer, so that their (step, nq) scores stay in a core's cache, where
+        # BLAS runs fastest; both whole groups
+        budget = max(GROUP_ROWS, self.block_bytes // (4 * nq) // GROUP_ROWS * GROUP_ROWS)
+        step = min(budget, max(MIN_MATMUL_ROWS, MATMUL_BYTES // (4 * nq)) // GROUP_ROWS * GROUP_ROWS)
+        rows = min(n, budget // step * step)
+        buffer = torch.empty(rows * nq, device=self.device)  # scores of one block, reused
         # best k so far, larger score first, equal scores in row order; -inf, -1: none yet
         best_s = torch.full((nq, k), -torch.inf, device=self.device)  # (nq, k)
         best_p = torch.full((nq, k), -1, dtype=torch.int64, device=self.device)  # (nq, k)
-        for lo in range(0, n, rows):
-            hi = min(n, lo + rows)
-            scores = buffer[:nq * (hi - lo)].view(nq, hi - lo)  # contiguous, also the last block
-            if nq == 1:
-                torch.mv(self.vectors[lo:hi], q[0], out=scores[0])  # (hi - lo,): bandwidth-bound
-            else:
-                torch.mm(q, self.vectors[lo:hi].T, out=scores)  # (nq, hi - lo): larger is nearer
-            if self._scale is not None:
-                scores *= self._scale[lo:hi]  # cosine
-            elif self.metric == "l2":
-                scores -= self._half_norms_sq[lo:hi]  # q.x - |x|^2/2 = (|q|^2 - |q-x|^2) / 2
+        # blocks grow from one step to `rows`, doubling: all of the first block is
+        # selected from, and the k-th best score so far lets each later block skip
+        # most of its groups (when a block is no larger than what came before it,
+        # about k of a query's scores in it beat its k-th best)
+        lo, size = 0, step
+        while lo < n:
+            hi = min(n, lo + size)
+            # (rows, queries): x @ q.T runs faster than q @ x.T for few queries
+            # (MKL and OpenBLAS alike), and a slice of rows is contiguous
+            scores = buffer[:(hi - lo) * nq].view(hi - lo, nq)
+            for a in range(lo, hi, step):
+                part = scores[a - lo:a - lo + step]  # (<= step, nq)
+                b = a + part.shape[0]
+                if nq == 1:
+                    torch.mv(self.vectors[a:b], q[0], out=part[:, 0])  # bandwidth-bound
+                else:
+                    torch.mm(self.vectors[a:b], q.T, out=part)  # larger is nearer
+                if self._scale is not None:
+                    part *= self._scale[a:b, None]  # cosine, while the part is in cache
+                elif self.metric == "l2":
+                    part -= self._half_norms_sq[a:b, None]  # q.x - |x|^2/2 = (|q|^2 - |q-x|^2) / 2
             if exclude is not None:
                 hit = (exclude >= lo) & (exclude < hi)
                 if hit.any():
-                    scores[hit.nonzero().squeeze(1).to(self.device), (exclude[hit] - lo).to(self.device)] = -torch.inf
+                    scores[(exclude[hit] - lo).to(self.device), hit.nonzero().squeeze(1).to(self.device)] = -torch.inf
             best_s, best_p = _select(scores, lo, best_s, best_p)
+            lo, size = hi, min(rows, 2 * size)
         if self.metric == "l2":
             dist = ((q * q).sum(1, keepdim=True) - 2.0 * best_s).clamp_min_(0.0)
         else:
@@ -217,52 +237,42 @@ class ExactSearch:
 
 
 def _select(scores: torch.Tensor, lo: int, best_s: torch.Tensor, best_p: torch.Tensor):
-    """Fold one block of (nq, m) scores of rows lo.. into the best k of each query.
+    """Fold one block of (m, nq) scores, of rows lo.., into each query's best k.
 
-    The block is cut into groups of GROUP_ROWS rows. Only a (query, group) pair
-    whose largest score beats the query's k-th best so far can change it (equal
-    does not: the earlier row wins the tie); after the first blocks such pairs
-    are rare, so selection costs one max-reduction over the block and topk over
-    few groups, whatever the block size.
+    The first block, and every block of a single query: topk of each query's
+    column. A later block is cut into groups of GROUP_ROWS rows: a group can
+    change a query's best k only where its largest score beats the query's
+    k-th best so far (equal does not: the earlier row wins a tie). After the
+    first blocks such (group, query) pairs are few, so beyond one max-reduction
+    over the block, selection reads a few groups, whatever the block size.
     """
-    nq, m = scores.shape
+    m, nq = scores.shape
     k = best_s.shape[1]
-    # one group, the whole row: for one query, for the first block (nothing to beat
-    # yet), and for a last block that does not divide into groups
-    width = GROUP_ROWS if nq > 1 and lo > 0 and m % GROUP_ROWS == 0 else m
-    groups = scores.view(nq, m // width, width)  # (nq, n_groups, width)
     if nq == 1 or lo == 0:
-        pairs = torch.stack([torch.arange(nq, device=scores.device), torch.zeros(nq, dtype=torch.int64,
-                                                                                  device=scores.device)], 1)
-    else:
-        pairs = (groups.amax(2) > best_s[:, -1:]).nonzero()  # (n_pairs, 2): (query, group), ascending
-        if not len(pairs):
-            return best_s, best_p
-    if len(pairs) == groups.shape[0] * groups.shape[1]:
-        candidates = groups.reshape(-1, width)  # every pair: a view, no copy
-    else:
-        candidates = groups[pairs[:, 0], pairs[:, 1]]  # (n_pairs, width)
-    s, p = _top_first(candidates, k)  # (n_pairs, k')
-    p += lo + pairs[:, 1:] * width
-    return _merge(best_s, best_p, pairs[:, 0], s, p)
+        s, p = _top_k_set(scores.T.contiguous(), k)  # (nq, k'): a transposing copy, of one step
+        return _merge(best_s, best_p, torch.arange(nq, device=s.device).repeat_interleave(s.shape[1]),
+                      s.flatten(), lo + p.flatten())
+    if m > GROUP_ROWS and m % GROUP_ROWS:  # a last block: its whole groups, then the rest
+        cut = m - m % GROUP_ROWS
+        best_s, best_p = _select(scores[:cut], lo, best_s, best_p)
+        return _select(scores[cut:], lo + cut, best_s, best_p)
+    width = min(m, GROUP_ROWS)
+    groups = scores.view(m // width, width, nq)  # (n_groups, width, nq)
+    group, owner = (groups.amax(1) > best_s[:, -1]).nonzero().unbind(1)  # (n_pairs,) each
+    if not len(owner):
+        return best_s, best_p
+    candidates = groups[group, :, owner]  # (n_pairs, width): a strided gather, so groups are small
+    pair, row = (candidates > best_s[owner, -1:]).nonzero().unbind(1)  # the scores that beat the k-th best
+    return _merge(best_s, best_p, owner[pair], candidates[pair, row], lo + group[pair] * width + row)
 
 
-def _row_norms_sq(x: torch.Tensor, rows: int = 1 << 16) -> torch.Tensor:
-    """(n,) squared row norms of (n, dim) ``x``, a block of rows at a time: no (n, dim) temporary."""
-    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for lo in range(0, x.shape[0], rows):
-        block = x[lo:lo + rows]
-        torch.linalg.vecdot(block, block, dim=1, out=out[lo:lo + rows])
-    return out
+def _top_k_set(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of each row of (r, m) scores, equal ones at the cut taken in column order.
 
-
-def _top_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest of each row of (r, m) scores, equal ones in column order.
-
-    Returns (values, columns), each (r, min(k, m)), ordered by (value descending,
-    column). torch.topk picks among equal values arbitrarily: one more than k is
-    asked for, and a row whose k-th and (k+1)-th values are equal (a tie across
-    the cut: rare) is redone by a stable sort.
+    Returns (values, columns), each (r, min(k, m)), in no particular order.
+    torch.topk picks among equal values arbitrarily: one more than k is asked
+    for, and a row whose k-th and (k+1)-th values are equal (a tie across the
+    cut: rare) is redone by a stable sort.
     """
     k = min(k, scores.shape[1])
     s, p = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)  # (r, k + 1), descending
@@ -272,45 +282,40 @@ def _top_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
         for r in tied:
             p[r] = torch.sort(scores[r], descending=True, stable=True).indices[:k]
             s[r] = scores[r, p[r]]
-    # equal values inside the k in column order too: sort by column, then stably by value
-    order = p.argsort(dim=1)
-    s, p = s.gather(1, order), p.gather(1, order)
-    order = s.argsort(dim=1, descending=True, stable=True)
-    return s.gather(1, order), p.gather(1, order)
+    return s, p
 
 
-def _merge(best_s, best_p, owner, s, p):
-    """Merge candidate lists into the best k of the queries that own them.
+def _merge(best_s, best_p, query, s, p):
+    """Merge scored rows into the best k of their queries.
 
-    best_s, best_p : (nq, k) each query's best so far, in (score desc, row) order.
-    owner : (n_lists,) the query of each list, ascending; lists of one query come
-        in row order (its groups left to right), all after the rows in best.
-    s, p : (n_lists, k') the lists, each in (score desc, row) order.
+    best_s, best_p : (nq, k) each query's best so far, larger score first, equal
+        scores in row order; (-inf, -1) where none yet.
+    query, s, p : (n,) each: a row's query, score and position.
 
-    A stable sort of [best, list 1, list 2, ...] by score keeps equal scores in
-    row order.
+    The best k of a query are its first k by (score descending, row), found by
+    stable sorts of its old best and new rows together, least key first.
     """
-    k, kk = best_s.shape[1], s.shape[1]
-    queries, counts = torch.unique_consecutive(owner, return_counts=True)  # (nu,), (nu,)
-    nu, most = len(queries), int(counts.max())
-    if most == 1:
-        cand_s, cand_p = s, p  # one list per query: (nu, k')
-    else:
-        # lay the lists out as (nu, most * k'), padded with (-inf, -1)
-        row = torch.arange(nu, device=s.device).repeat_interleave(counts)  # (n_lists,)
-        slot = torch.arange(len(owner), device=s.device) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
-        cand_s = torch.full((nu, most, kk), -torch.inf, device=s.device)
-        cand_p = torch.full((nu, most, kk), -1, dtype=p.dtype, device=s.device)
-        cand_s[row, slot], cand_p[row, slot] = s, p
-        cand_s, cand_p = cand_s.view(nu, most * kk), cand_p.view(nu, most * kk)
-    everyone = nu == best_s.shape[0]
-    all_s = torch.cat([best_s if everyone else best_s[queries], cand_s], 1)  # (nu, k + most * k')
-    all_p = torch.cat([best_p if everyone else best_p[queries], cand_p], 1)
-    order = all_s.argsort(dim=1, descending=True, stable=True)[:, :k]
-    if everyone:
-        return all_s.gather(1, order), all_p.gather(1, order)
-    best_s[queries], best_p[queries] = all_s.gather(1, order), all_p.gather(1, order)
+    k = best_s.shape[1]
+    queries = torch.unique(query)  # (nu,) ascending
+    all_q = torch.cat([queries.repeat_interleave(k), query])
+    all_s = torch.cat([best_s[queries].flatten(), s])
+    all_p = torch.cat([best_p[queries].flatten(), p])
+    order = torch.argsort(all_p, stable=True)
+    order = order[torch.argsort(all_s[order], descending=True, stable=True)]
+    order = order[torch.argsort(all_q[order], stable=True)]
+    first = torch.searchsorted(all_q[order], queries)  # (nu,): where each query's rows start
+    take = order[first[:, None] + torch.arange(k, device=first.device)]  # (nu, k); each query has >= k
+    best_s[queries], best_p[queries] = all_s[take], all_p[take]
     return best_s, best_p
+
+
+def _row_norms_sq(x: torch.Tensor, rows: int = 1 << 16) -> torch.Tensor:
+    """(n,) squared row norms of (n, dim) ``x``, a block of rows at a time: no (n, dim) temporary."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for lo in range(0, x.shape[0], rows):
+        block = x[lo:lo + rows]
+        torch.linalg.vecdot(block, block, dim=1, out=out[lo:lo + rows])
+    return out
 
 
 class IndexedSearch:
