@@ -26,22 +26,22 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from .device import resolve_device
 from .errors import DimensionMismatchError, InvalidInputError
 
 METRICS = ("cosine", "dot", "l2")
 
 #: extra memory a search may use for one block of scores, in bytes
 BLOCK_BYTES = 32 << 20
-#: scores of one matmul call, in bytes: small enough to stay in a core's cache
-MATMUL_BYTES = 2 << 20
-#: fewest rows of one matmul call (fewer run slower)
-MIN_MATMUL_ROWS = 1024
+#: rows of one matmul call (a multiple of GROUP_ROWS)
+MATMUL_ROWS = 8192
 #: rows of a group: scores are selected from (query, group) pairs
 GROUP_ROWS = 16
 #: cosine search takes vectors whose norms are this close to 1 as normalised already
@@ -51,13 +51,6 @@ QUERY_CHUNK = 2048
 #: queries sent to Lance in one call: Lance opens files per query of a call, and
 #: 10,000 queries in one call ran out of file descriptors
 ANN_QUERY_CHUNK = 1024
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` is the GPU when torch sees one, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def check_metric(metric: str) -> str:
@@ -132,6 +125,9 @@ class ExactSearch:
             warnings.simplefilter("ignore", UserWarning)
             x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
         self.vectors = x.to(self.device)  # (n, dim)
+        # on the CPU the scores come from numpy's matmul: its OpenBLAS ran 1.1-1.5x
+        # faster than torch's MKL for our shapes (AMD EPYC, benchmarks/bench_search.py)
+        self._vectors_np = self.vectors.numpy() if self.device.type == "cpu" else None
         self.block_bytes = block_bytes
         self._scale = None
         if metric == "dot":
@@ -177,7 +173,7 @@ class ExactSearch:
             if exclude.shape[0] != q.shape[0]:
                 raise InvalidInputError(f"exclude has {exclude.shape[0]} entries for {q.shape[0]} queries")
         dists, poss = [], []
-        with torch.inference_mode():
+        with torch.inference_mode(), _one_torch_thread(self._vectors_np is not None):
             for start in range(0, q.shape[0], QUERY_CHUNK):
                 chunk = torch.from_numpy(q[start:start + QUERY_CHUNK]).to(self.device)
                 excl = None if exclude is None else torch.from_numpy(exclude[start:start + QUERY_CHUNK])
@@ -193,12 +189,13 @@ class ExactSearch:
         if self.metric == "cosine":
             q = torch.nn.functional.normalize(q, dim=1)
         # rows per block (selection): as many as block_bytes of scores allow; rows per
-        # matmul: fewer, so that their (step, nq) scores stay in a core's cache, where
-        # BLAS runs fastest; both whole groups
+        # matmul: MATMUL_ROWS, where BLAS runs near its best for our shapes (one query:
+        # the whole block, a matrix-vector product bound by memory bandwidth)
         budget = max(GROUP_ROWS, self.block_bytes // (4 * nq) // GROUP_ROWS * GROUP_ROWS)
-        step = min(budget, max(MIN_MATMUL_ROWS, MATMUL_BYTES // (4 * nq)) // GROUP_ROWS * GROUP_ROWS)
+        step = min(budget, MATMUL_ROWS) if nq > 1 else budget
         rows = min(n, budget // step * step)
         buffer = torch.empty(rows * nq, device=self.device)  # scores of one block, reused
+        q_np = None if self._vectors_np is None else q.numpy()
         # best k so far, larger score first, equal scores in row order; -inf, -1: none yet
         best_s = torch.full((nq, k), -torch.inf, device=self.device)  # (nq, k)
         best_p = torch.full((nq, k), -1, dtype=torch.int64, device=self.device)  # (nq, k)
@@ -215,10 +212,12 @@ class ExactSearch:
             for a in range(lo, hi, step):
                 part = scores[a - lo:a - lo + step]  # (<= step, nq)
                 b = a + part.shape[0]
-                if nq == 1:
+                if q_np is not None:
+                    np.matmul(self._vectors_np[a:b], q_np.T, out=part.numpy())  # larger is nearer
+                elif nq == 1:
                     torch.mv(self.vectors[a:b], q[0], out=part[:, 0])  # bandwidth-bound
                 else:
-                    torch.mm(self.vectors[a:b], q.T, out=part)  # larger is nearer
+                    torch.mm(self.vectors[a:b], q.T, out=part)
                 if self._scale is not None:
                     part *= self._scale[a:b, None]  # cosine, while the part is in cache
                 elif self.metric == "l2":
@@ -234,6 +233,25 @@ class ExactSearch:
         else:
             dist = 1.0 - best_s  # cosine: 1 - cos; dot: 1 - q.x
         return dist.float().cpu().numpy(), best_p.cpu().numpy()
+
+
+@contextlib.contextmanager
+def _one_torch_thread(active: bool):
+    """Run torch on one thread while numpy's OpenBLAS does the matmuls.
+
+    Both pools spin-wait after their work; torch's spinning workers slowed the
+    OpenBLAS matmuls by up to 1.4x on 2 cores. The selection left to torch is
+    light, and one thread does it at the same speed.
+    """
+    if not active:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _select(scores: torch.Tensor, lo: int, best_s: torch.Tensor, best_p: torch.Tensor):
