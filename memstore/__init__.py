@@ -9,6 +9,7 @@
 
 from .errors import (
     DimensionMismatchError,
+    ForgetError,
     InvalidInputError,
     LockedError,
     MemstoreError,
@@ -51,4 +52,5 @@ __all__ = [
     "NotAMemoryError",
     "SchemaVersionError",
     "LockedError",
+    "ForgetError",
 ]

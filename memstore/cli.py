@@ -249,6 +249,69 @@ _sql_write_command("reweight", "Set quality weights from SELECT returning (id, w
 _sql_write_command("relabel", "Set labels from SELECT returning (id, label).")
 
 
+@main.command()
+@click.argument("path")
+@click.argument("select")
+@click.option("-m", "--message", help="Why (kept in the audit, with a hash of each row; never the data).")
+@click.option("--rebuild-index", is_flag=True, help="Train the ANN index again without the rows.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def forget(path, select, message, rebuild_index, fmt):
+    """Erase the rows SELECT returns (one id column), or comma-separated ids, for real.
+
+    They leave every version, tag, index and file; the command checks the files
+    before it reports success.
+    """
+    if all(part.strip().isdigit() for part in select.split(",")):
+        select = np.array([int(part) for part in select.split(",")])
+    report = _open(path).forget(select, message=message, rebuild_index=rebuild_index)
+    _emit(pa.table({
+        "version": [report.version], "rows": [report.rows], "files_scanned": [report.files_scanned],
+        "bytes_scanned": [report.bytes_scanned], "still_held": [report.still_held],
+        "seconds": [round(sum(report.seconds.values()), 2)]}), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.option("-k", default=100, show_default=True, help="Neighbours each row looks at (leave-one-out).")
+@click.option("--metric", default="cosine", show_default=True, type=click.Choice(["cosine", "dot", "l2"]))
+@click.option("-m", "--message", help="Why (kept in the audit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def quality(path, k, metric, message, fmt):
+    """Count how often each row is a wrong-label neighbour (samples.wrong_count).
+
+    Then prune or reweight with SQL, e.g.
+    memstore reweight PATH "SELECT id, 1.75 / (1 + wrong_count) AS weight FROM samples"
+    """
+    _result(_open(path).estimate_quality(k=k, metric=metric, message=message, progress=True), fmt)
+
+
+@main.command()
+@click.argument("path")
+@click.argument("source", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("-m", "--message", help="Why (kept in the audit).")
+@click.option("--at", "at", help="Show the taxonomy of this version number or tag.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def taxonomy(path, source, message, at, fmt):
+    """Show the label hierarchy, or set it from SOURCE.
+
+    SOURCE is a CSV or Parquet file with columns node, parent (empty for a root)
+    and optionally name, or a JSON object {node: parent or null}.
+    """
+    mem = _open(path)
+    if source is None:
+        _emit(_at(mem, at).taxonomy(), fmt)
+        return
+    if source.endswith(".json"):
+        parents = json.loads(Path(source).read_text())
+    elif source.endswith(".csv"):  # read as text: a node named "01" stays "01"; an empty parent is a root
+        with open(source, newline="") as f:
+            rows = list(csv.DictReader(f))
+        parents = {c: [r[c] or None if c == "parent" else r[c] for r in rows] for c in (rows[0] if rows else {})}
+    else:
+        parents = _read_table(Path(source))
+    _result(mem.set_taxonomy(parents, message=message), fmt)
+
+
 def _at(mem: memstore.Memory, at: str | None) -> memstore.Memory:
     return mem if at is None else mem.at(int(at) if at.isdigit() else at)
 
@@ -300,12 +363,13 @@ def search(path, queries, k, metric, index_, at, fmt):
 @click.option("--voting", default="rank", show_default=True,
               type=click.Choice(["plurality", "distance", "softmax", "rank"]))
 @click.option("--at", "at", help="Classify with this version number or tag.")
+@click.option("--level", type=int, help="Predict at this level of the taxonomy (0: the roots).")
 @click.option("--explain", is_flag=True, help="One row per (query, neighbour) with its vote and provenance.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def classify(path, queries, k, voting, at, explain, fmt):
+def classify(path, queries, k, voting, at, level, explain, fmt):
     """Classify each vector in QUERIES (.npy) with the kNN head; --explain attributes it to rows."""
     mem = _at(_open(path), at)
-    clf = memstore.KNNClassifier(k=k, voting=voting).fit(mem)
+    clf = memstore.KNNClassifier(k=k, voting=voting, level=level).fit(mem)
     q = _queries(queries)
     if explain:
         _emit(clf.explain(q), fmt)

@@ -54,3 +54,7 @@ class SchemaVersionError(MemstoreError, RuntimeError):
 
 class LockedError(MemstoreError, BlockingIOError):
     """Another process is writing to the memory."""
+
+
+class ForgetError(MemstoreError, RuntimeError):
+    """``forget`` erased the rows but found their bytes still in a file of the memory."""

@@ -17,11 +17,11 @@ import pyarrow.compute as pc
 
 def change_state(table, version: int, current: pa.Table, ids: np.ndarray, *,
                  labels: pa.Array | None = None, weights: np.ndarray | None = None,
-                 delete: bool = False) -> int:
+                 wrong_counts: np.ndarray | None = None, delete: bool = False) -> int:
     """Close the open state rows of ``ids`` at ``version``; reopen them with new values.
 
-    ``current`` is the (id, label, weight, valid_from) state at the head, and
-    every id must be in it. Returns the number of samples changed.
+    ``current`` is the state at the head (Snapshot.state), and every id must be
+    in it. Returns the number of samples changed.
     """
     positions = pc.index_in(pa.array(ids, pa.int64()), current["id"])
     old = current.take(positions)
@@ -35,6 +35,9 @@ def change_state(table, version: int, current: pa.Table, ids: np.ndarray, *,
         if weights is not None:
             new = new.set_column(new.schema.get_field_index("weight"), "weight",
                                  pa.array(weights, pa.float32()))
+        if wrong_counts is not None:
+            new = new.set_column(new.schema.get_field_index("wrong_count"), "wrong_count",
+                                 pa.array(wrong_counts, pa.int32()))
         parts.append(_with(new, table.schema, valid_from=version, valid_to=None))
     _merge(table, pa.concat_tables(parts), key="id")
     return n

@@ -416,6 +416,7 @@ class Memory:
                 "id": ids,
                 "label": batch.labels,
                 "weight": batch.weights,
+                "wrong_count": pa.nulls(n, pa.int32()),
                 "valid_from": np.full(n, tx.version, dtype=np.int64),
                 "valid_to": pa.nulls(n, pa.int64()),
             }, schema=state.schema))
@@ -480,39 +481,175 @@ class Memory:
                     ) from None
         return data, tx.table(STATE_TABLE)
 
-    def prune(self, select: str | np.ndarray, message: str | None = None) -> WriteResult:
+    def prune(self, select: str | np.ndarray, message: str | None = None, *,
+              tables: dict | None = None) -> WriteResult:
         """Delete the rows whose ids a SELECT returns (one ``id`` column), or given ids.
 
         Pruned rows leave this and later versions; earlier versions keep them,
         and ``restore`` can bring them back. Use ``forget`` to erase for real.
+        ``tables`` are Arrow tables the SELECT may join, by name (as in :meth:`sql`).
         """
-        table, sql = self._selection(select, ("id",))
+        table, sql = self._selection(select, ("id",), tables)
         ids = np.unique(table["id"].to_numpy(zero_copy_only=False))
         return self._change_state("prune", ids, message, sql, delete=True)
 
-    def reweight(self, select: str | pa.Table, message: str | None = None) -> WriteResult:
-        """Set the quality weights a SELECT returns as (id, weight); weights in [0, inf)."""
-        table, sql = self._selection(select, ("id", "weight"))
+    def forget(self, select: str | np.ndarray, message: str | None = None, *,
+               rebuild_index: bool = False, tables: dict | None = None):
+        """Erase rows for real: from every version, tag, index and file of the memory.
+
+        Parameters
+        ----------
+        select : a SELECT returning one ``id`` column (run at the newest
+            version), or ids, which may include rows pruned earlier.
+        message : why, for the audit row (which keeps the count, the time and
+            a SHA-256 of each forgotten vector, never the vector).
+        rebuild_index : train the ANN index again without the rows (its
+            centroids and codebooks saw them); by default Lance only drops
+            their entries from it.
+
+        Returns
+        -------
+        memstore.forget.ForgetReport : the new version, rows erased, and the
+        final check: no file under the memory's directory holds the raw bytes
+        of a forgotten vector (else ForgetError is raised).
+
+        Earlier versions stay readable, without the forgotten rows; ``restore``
+        cannot bring them back. Handles opened before the forget (``mem.at``,
+        other processes) must be opened again.
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, memstore
+        >>> mem = memstore.open(tempfile.mkdtemp() + "/f.mem")
+        >>> _ = mem.add(np.random.default_rng(0).random((4, 8), np.float32), ["a", "b", "a", "b"])
+        >>> report = mem.forget("SELECT id FROM samples WHERE label = 'b'", message="consent withdrawn")
+        >>> report.rows, len(mem), len(mem.at(1))
+        (2, 2, 2)
+        """
+        from .forget import forget_rows
+
+        table, sql = self._selection(select, ("id",), tables)
+        ids = np.unique(table["id"].to_numpy(zero_copy_only=False))
+        info = self.index_info() if rebuild_index else None
+
+        def rebuild():
+            self.refresh()
+            self.create_index(info["index_type"], info["metric"], num_partitions=info["num_partitions"],
+                              num_sub_vectors=info["num_sub_vectors"], target_recall=info["target_recall"],
+                              k=info["k"], sample=min(info["sample"], len(self)),
+                              message="index trained again after forget")
+
+        try:
+            return forget_rows(self._store, ids, message, sql, rebuild_index=rebuild if info else None)
+        finally:
+            # the old Lance versions this handle read are gone, also when the check failed
+            self._set_head(self._store.head())
+
+    def reweight(self, select: str | pa.Table, message: str | None = None, *,
+                 tables: dict | None = None) -> WriteResult:
+        """Set the quality weights a SELECT returns as (id, weight); weights in [0, inf).
+
+        E.g. SoftRankVoting's weights: ``mem.reweight(memstore.quality.SOFT_RANK_SQL)``.
+        """
+        table, sql = self._selection(select, ("id", "weight"), tables)
         weights = table["weight"].to_numpy(zero_copy_only=False).astype(np.float64)
         if table["weight"].null_count:
             raise SQLResultError("the SELECT returned NULL weights; use coalesce(...) or filter them out")
         ingest.check_weights(weights)
         return self._change_state("reweight", self._unique_ids(table), message, sql, weights=weights)
 
-    def relabel(self, select: str | pa.Table, message: str | None = None) -> WriteResult:
-        """Set the labels a SELECT returns as (id, label), in the memory's label type."""
-        table, sql = self._selection(select, ("id", "label"))
+    def relabel(self, select: str | pa.Table, message: str | None = None, *,
+                tables: dict | None = None) -> WriteResult:
+        """Set the labels a SELECT returns as (id, label), in the memory's label type.
+
+        E.g. refine coarse labels from a table of finer ones:
+        ``mem.relabel("SELECT s.id, f.label FROM samples s JOIN fine f USING (uri)", tables={"fine": t})``.
+        """
+        table, sql = self._selection(select, ("id", "label"), tables)
         labels = ingest.as_labels(table["label"], table.num_rows, self._snapshot.label_type)
         return self._change_state("relabel", self._unique_ids(table), message, sql, labels=labels)
 
-    def _selection(self, select, columns: tuple[str, ...]) -> tuple[pa.Table, str | None]:
+    def estimate_quality(self, k: int = 100, *, metric: str = "cosine", index: str = "exact",
+                         message: str | None = None, progress: bool | None = None) -> WriteResult:
+        """Count how often each row is a wrong-label neighbour; store it as ``wrong_count``.
+
+        Leave-one-out kNN over this version (see memstore.quality): every row's
+        k nearest other rows are found; each that carries another label gets
+        one count. One new version sets ``samples.wrong_count`` for every row;
+        prune or reweight with SQL over it afterwards.
+        """
+        from .quality import wrong_neighbour_counts
+
+        self._check_writable()
+        self.refresh()
+        samples = self.samples
+        if len(samples) < 2:
+            raise InvalidInputError(f"estimate_quality needs at least 2 rows, the memory has {len(samples)}")
+        if samples.labels.null_count:
+            raise InvalidInputError(f"{samples.labels.null_count} rows have no label; relabel or prune them")
+        show = (sys.stderr.isatty() and len(samples) >= PROGRESS_MIN_ROWS) if progress is None else progress
+        with tqdm(total=len(samples), unit="rows", desc="wrong neighbours", disable=not show) as bar:
+            counts = wrong_neighbour_counts(samples.vectors, samples.labels, k,
+                                            searcher=self.searcher(metric, index), progress=bar.update)
+        return self._change_state("estimate_quality", samples.ids, message or f"wrong-neighbour counts, k={k}",
+                                  None, wrong_counts=counts,
+                                  details={"k": k, "metric": metric, "index": index,
+                                           "max_wrong_count": int(counts.max()),
+                                           "rows_never_wrong": int((counts == 0).sum())})
+
+    # -- label hierarchy --------------------------------------------------------------
+    def taxonomy(self) -> pa.Table:
+        """The label hierarchy at this version: node, parent, name, level (empty if none)."""
+        from .schema import TAXONOMY_SCHEMA
+
+        table = self._snapshot.taxonomy
+        if table is None:
+            return TAXONOMY_SCHEMA.empty_table().select(["node", "parent", "name", "level"])
+        return table.sort_by([("level", "ascending"), ("node", "ascending")])
+
+    def set_taxonomy(self, parents, names: dict | None = None, message: str | None = None) -> WriteResult:
+        """Replace the label hierarchy in one new version.
+
+        Parameters
+        ----------
+        parents : {node: parent or None} or a table with node, parent[, name]
+            columns (see memstore.taxonomy). Every label of the memory must be
+            a node.
+        names : optional display names {node: name}.
+        """
+        from .taxonomy import taxonomy_table
+
+        self._check_writable()
+        self.refresh()
+        table = taxonomy_table(parents, names)
+        labels = pc.unique(pc.cast(self.samples.labels, pa.string())).to_pylist() if len(self) else []
+        missing = sorted(set(labels) - set(table["node"].to_pylist()), key=str)
+        if missing:
+            raise InvalidInputError(
+                f"label(s) {missing[:5]} of the memory are not nodes of the taxonomy; add them "
+                "(e.g. {label: coarse_class}) or relabel those rows first")
+        with self._store.transaction() as tx:
+            history = tx.table(TAXONOMY_TABLE)
+            open_rows = history.to_lance().to_table(filter="valid_to IS NULL")
+            intervals.close(history, open_rows, tx.version, "node")
+            history.add(table.append_column("valid_from", pa.array([tx.version] * table.num_rows, pa.int64()))
+                        .append_column("valid_to", pa.nulls(table.num_rows, pa.int64()))
+                        .select(history.schema.names).cast(history.schema))
+            head = tx.commit("set_taxonomy", message or f"taxonomy of {table.num_rows} nodes",
+                             rows_affected=table.num_rows,
+                             details={"nodes": table.num_rows, "levels": sorted(set(table["level"].to_pylist()))})
+        self._set_head(head)
+        return WriteResult(head.version, table.num_rows)
+
+    def _selection(self, select, columns: tuple[str, ...], tables: dict | None = None
+                   ) -> tuple[pa.Table, str | None]:
         """Rows chosen by a SELECT (run at the head) or given as a table/array."""
         self._check_writable()
         self.refresh()
         sql = None
         if isinstance(select, str):
             sql = select
-            table = self.sql(select).to_arrow_table()
+            table = self.sql(select, **(tables or {})).to_arrow_table()
         elif isinstance(select, (pa.Table, pa.RecordBatch, dict)):
             table = pa.table(select)
         elif columns == ("id",):
@@ -548,7 +685,7 @@ class Memory:
         return ids
 
     def _change_state(self, operation: str, ids: np.ndarray, message: str | None, sql: str | None,
-                      **change) -> WriteResult:
+                      details: dict | None = None, **change) -> WriteResult:
         with self._store.transaction() as tx:
             current = Snapshot(self._store, tx.head, tx.head.version).state
             known = pc.is_in(pa.array(ids, pa.int64()), current["id"]).to_numpy(zero_copy_only=False)
@@ -560,7 +697,7 @@ class Memory:
                 )
             n = intervals.change_state(tx.table(STATE_TABLE), tx.version, current, ids, **change)
             rows = tx.head.rows_total - (n if change.get("delete") else 0)
-            head = tx.commit(operation, message, rows_affected=n, rows_total=rows, sql=sql)
+            head = tx.commit(operation, message, rows_affected=n, rows_total=rows, sql=sql, details=details)
         self._set_head(head)
         return WriteResult(head.version, n)
 

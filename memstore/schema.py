@@ -4,7 +4,8 @@ A memory is a directory with one LanceDB database in ``tables/``:
 
 ``sample_data``   one row per sample, written once and never changed (until
                   ``forget`` erases it): id, vector, provenance, ``added_in``.
-``sample_state``  the narrow, often-changing part: id, label, weight, and the
+``sample_state``  the narrow, often-changing part: id, label, weight,
+                  wrong_count (memstore.quality), and the
                   half-open interval of memory versions ``[valid_from, valid_to)``
                   in which that label/weight held. A reweight closes intervals and
                   appends new ones; it never rewrites a vector.
@@ -31,10 +32,10 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 #: provenance columns every sample has; user columns beyond these are "extra".
 PROVENANCE_COLUMNS = ("uri", "dataset", "split", "content_hash", "added_at")
 #: columns that change over versions and are kept in the narrow state table.
-STATE_COLUMNS = ("id", "label", "weight")
+STATE_COLUMNS = ("id", "label", "weight", "wrong_count")
 #: names a user's extra provenance columns may not take.
 RESERVED_COLUMNS = frozenset(
-    {"id", "vector", "label", "weight", "valid_from", "valid_to", "added_in", *PROVENANCE_COLUMNS}
+    {"id", "vector", "label", "weight", "wrong_count", "valid_from", "valid_to", "added_in", *PROVENANCE_COLUMNS}
 )
 
 
@@ -66,6 +67,9 @@ def state_schema(label_type: pa.DataType) -> pa.Schema:
             pa.field("id", pa.int64(), nullable=False),
             pa.field("label", label_type),
             pa.field("weight", pa.float32(), nullable=False),
+            # how often the row was a wrong-label neighbour (memstore.quality); null:
+            # not estimated since the row was added (migration 0003)
+            pa.field("wrong_count", pa.int32()),
             pa.field("valid_from", pa.int64(), nullable=False),
             pa.field("valid_to", pa.int64()),  # null: still valid at the head
         ]

@@ -40,8 +40,10 @@ METRICS = ("cosine", "dot", "l2")
 
 #: extra memory a search may use for one block of scores, in bytes
 BLOCK_BYTES = 32 << 20
-#: rows of one matmul call (a multiple of GROUP_ROWS)
-MATMUL_ROWS = 8192
+#: scores of one matmul step, in bytes: they stay in cache for the group maxima
+MATMUL_BYTES = 8 << 20
+#: fewest rows of one matmul step (fewer run slower)
+MIN_MATMUL_ROWS = 1024
 #: rows of a group: scores are selected from (query, group) pairs
 GROUP_ROWS = 16
 #: cosine search takes vectors whose norms are this close to 1 as normalised already
@@ -188,13 +190,14 @@ class ExactSearch:
         nq, n = q.shape[0], len(self)
         if self.metric == "cosine":
             q = torch.nn.functional.normalize(q, dim=1)
-        # rows per block (selection): as many as block_bytes of scores allow; rows per
-        # matmul: MATMUL_ROWS, where BLAS runs near its best for our shapes (one query:
-        # the whole block, a matrix-vector product bound by memory bandwidth)
+        # rows per block (one selection): as many as block_bytes of scores allow; rows
+        # per matmul step: MATMUL_BYTES of scores, which stay in cache for the group
+        # maxima taken right after; both whole groups
         budget = max(GROUP_ROWS, self.block_bytes // (4 * nq) // GROUP_ROWS * GROUP_ROWS)
-        step = min(budget, MATMUL_ROWS) if nq > 1 else budget
-        rows = min(n, budget // step * step)
+        step = min(budget, max(MIN_MATMUL_ROWS, MATMUL_BYTES // (4 * nq) // GROUP_ROWS * GROUP_ROWS))
+        rows = min(_round_up(n, GROUP_ROWS), budget // step * step)
         buffer = torch.empty(rows * nq, device=self.device)  # scores of one block, reused
+        group_max = torch.empty(rows // GROUP_ROWS * nq, device=self.device)  # (groups, nq), reused
         q_np = None if self._vectors_np is None else q.numpy()
         # best k so far, larger score first, equal scores in row order; -inf, -1: none yet
         best_s = torch.full((nq, k), -torch.inf, device=self.device)  # (nq, k)
@@ -206,33 +209,51 @@ class ExactSearch:
         lo, size = 0, step
         while lo < n:
             hi = min(n, lo + size)
+            m = _round_up(hi - lo, GROUP_ROWS)
             # (rows, queries): x @ q.T runs faster than q @ x.T for few queries
             # (MKL and OpenBLAS alike), and a slice of rows is contiguous
-            scores = buffer[:(hi - lo) * nq].view(hi - lo, nq)
+            scores = buffer[:m * nq].view(m, nq)
+            scores[hi - lo:] = -torch.inf  # a last block's padding: never selected
+            maxima = group_max[:m // GROUP_ROWS * nq].view(m // GROUP_ROWS, nq) if lo else None
             for a in range(lo, hi, step):
-                part = scores[a - lo:a - lo + step]  # (<= step, nq)
-                b = a + part.shape[0]
-                if q_np is not None:
-                    np.matmul(self._vectors_np[a:b], q_np.T, out=part.numpy())  # larger is nearer
-                elif nq == 1:
-                    torch.mv(self.vectors[a:b], q[0], out=part[:, 0])  # bandwidth-bound
-                else:
-                    torch.mm(self.vectors[a:b], q.T, out=part)
-                if self._scale is not None:
-                    part *= self._scale[a:b, None]  # cosine, while the part is in cache
-                elif self.metric == "l2":
-                    part -= self._half_norms_sq[a:b, None]  # q.x - |x|^2/2 = (|q|^2 - |q-x|^2) / 2
-            if exclude is not None:
-                hit = (exclude >= lo) & (exclude < hi)
-                if hit.any():
-                    scores[(exclude[hit] - lo).to(self.device), hit.nonzero().squeeze(1).to(self.device)] = -torch.inf
-            best_s, best_p = _select(scores, lo, best_s, best_p)
+                b = min(hi, a + step)
+                part = scores[a - lo:b - lo]  # (<= step, nq)
+                self._score(part, q, q_np, a, b)
+                if exclude is not None:
+                    hit = (exclude >= a) & (exclude < b)
+                    if hit.any():
+                        part[(exclude[hit] - a).to(self.device), hit.nonzero().squeeze(1).to(self.device)] = -torch.inf
+                if maxima is not None:  # while the part is in cache
+                    g0, g1 = (a - lo) // GROUP_ROWS, _round_up(b - lo, GROUP_ROWS) // GROUP_ROWS
+                    torch.amax(scores[g0 * GROUP_ROWS:g1 * GROUP_ROWS].view(g1 - g0, GROUP_ROWS, nq), 1,
+                               out=maxima[g0:g1])
+            if maxima is None:
+                best_s, best_p = _select_all(scores[:hi - lo], lo, best_s, best_p)
+            else:
+                best_s, best_p = _select_groups(scores, maxima, lo, best_s, best_p)
             lo, size = hi, min(rows, 2 * size)
         if self.metric == "l2":
             dist = ((q * q).sum(1, keepdim=True) - 2.0 * best_s).clamp_min_(0.0)
         else:
             dist = 1.0 - best_s  # cosine: 1 - cos; dot: 1 - q.x
         return dist.float().cpu().numpy(), best_p.cpu().numpy()
+
+    def _score(self, part: torch.Tensor, q: torch.Tensor, q_np, a: int, b: int) -> None:
+        """Scores of rows a..b against the queries into ``part`` (b - a, nq); larger is nearer."""
+        if q_np is not None:
+            np.matmul(self._vectors_np[a:b], q_np.T, out=part.numpy())
+        elif q.shape[0] == 1:
+            torch.mv(self.vectors[a:b], q[0], out=part[:, 0])  # bandwidth-bound
+        else:
+            torch.mm(self.vectors[a:b], q.T, out=part)
+        if self._scale is not None:
+            part *= self._scale[a:b, None]  # cosine, while the part is in cache
+        elif self.metric == "l2":
+            part -= self._half_norms_sq[a:b, None]  # q.x - |x|^2/2 = (|q|^2 - |q-x|^2) / 2
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 @contextlib.contextmanager
@@ -254,34 +275,32 @@ def _one_torch_thread(active: bool):
         torch.set_num_threads(threads)
 
 
-def _select(scores: torch.Tensor, lo: int, best_s: torch.Tensor, best_p: torch.Tensor):
-    """Fold one block of (m, nq) scores, of rows lo.., into each query's best k.
+def _select_all(scores: torch.Tensor, lo: int, best_s: torch.Tensor, best_p: torch.Tensor):
+    """Fold every score of one block of (m, nq) scores, of rows lo.., into each query's best k."""
+    nq = scores.shape[1]
+    s, p = _top_k_set(scores.T.contiguous(), best_s.shape[1])  # (nq, k'): a transposing copy of one step
+    return _merge(best_s, best_p, torch.arange(nq, device=s.device).repeat_interleave(s.shape[1]),
+                  s.flatten(), lo + p.flatten())
 
-    The first block, and every block of a single query: topk of each query's
-    column. A later block is cut into groups of GROUP_ROWS rows: a group can
-    change a query's best k only where its largest score beats the query's
-    k-th best so far (equal does not: the earlier row wins a tie). After the
-    first blocks such (group, query) pairs are few, so beyond one max-reduction
-    over the block, selection reads a few groups, whatever the block size.
+
+def _select_groups(scores: torch.Tensor, maxima: torch.Tensor, lo: int, best_s: torch.Tensor,
+                   best_p: torch.Tensor):
+    """Fold a later block into each query's best k, reading only the groups that can change it.
+
+    ``scores`` is (m, nq), m a multiple of GROUP_ROWS, and ``maxima`` (m / GROUP_ROWS,
+    nq) the largest score of each group. A group can change a query's best k
+    only where its maximum beats the query's k-th best so far (equal does not:
+    the earlier row wins a tie). After the first blocks such (group, query)
+    pairs are few, so selection reads a few groups, whatever the block size.
     """
     m, nq = scores.shape
-    k = best_s.shape[1]
-    if nq == 1 or lo == 0:
-        s, p = _top_k_set(scores.T.contiguous(), k)  # (nq, k'): a transposing copy, of one step
-        return _merge(best_s, best_p, torch.arange(nq, device=s.device).repeat_interleave(s.shape[1]),
-                      s.flatten(), lo + p.flatten())
-    if m > GROUP_ROWS and m % GROUP_ROWS:  # a last block: its whole groups, then the rest
-        cut = m - m % GROUP_ROWS
-        best_s, best_p = _select(scores[:cut], lo, best_s, best_p)
-        return _select(scores[cut:], lo + cut, best_s, best_p)
-    width = min(m, GROUP_ROWS)
-    groups = scores.view(m // width, width, nq)  # (n_groups, width, nq)
-    group, owner = (groups.amax(1) > best_s[:, -1]).nonzero().unbind(1)  # (n_pairs,) each
+    group, owner = (maxima > best_s[:, -1]).nonzero().unbind(1)  # (n_pairs,) each
     if not len(owner):
         return best_s, best_p
-    candidates = groups[group, :, owner]  # (n_pairs, width): a strided gather, so groups are small
+    groups = scores.view(m // GROUP_ROWS, GROUP_ROWS, nq)
+    candidates = groups[group, :, owner]  # (n_pairs, GROUP_ROWS): a strided gather, so groups are small
     pair, row = (candidates > best_s[owner, -1:]).nonzero().unbind(1)  # the scores that beat the k-th best
-    return _merge(best_s, best_p, owner[pair], candidates[pair, row], lo + group[pair] * width + row)
+    return _merge(best_s, best_p, owner[pair], candidates[pair, row], lo + group[pair] * GROUP_ROWS + row)
 
 
 def _top_k_set(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

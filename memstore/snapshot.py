@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from .schema import (
     AUDIT_TABLE,
     DATA_TABLE,
+    STATE_COLUMNS,
     STATE_TABLE,
     TAGS_TABLE,
     TAXONOMY_TABLE,
@@ -71,13 +72,16 @@ class Snapshot:
 
     @cached_property
     def state(self) -> pa.Table:
-        """(id, label, weight, valid_from) of the rows alive at this version."""
+        """(id, label, weight, wrong_count, valid_from) of the rows alive at this version.
+
+        ``wrong_count`` is missing from a memory opened read-only before migration 0003.
+        """
         if not self.has_samples:
             schema = state_schema(pa.string())
-            return schema.empty_table().select(["id", "label", "weight", "valid_from"])
-        return self._dataset(STATE_TABLE).to_table(
-            columns=["id", "label", "weight", "valid_from"], filter=valid_at(self.version)
-        )
+            return schema.empty_table().select([*STATE_COLUMNS, "valid_from"])
+        dataset = self._dataset(STATE_TABLE)
+        columns = [c for c in (*STATE_COLUMNS, "valid_from") if c in dataset.schema.names]
+        return dataset.to_table(columns=columns, filter=valid_at(self.version))
 
     @cached_property
     def samples(self) -> Samples:

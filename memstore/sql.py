@@ -2,9 +2,9 @@
 
 Tables
 ------
-samples   id, label, weight, provenance (uri, dataset, split, content_hash,
-          added_at, the user's extra columns) and vector: the rows alive at the
-          version.
+samples   id, label, weight, wrong_count (memstore.quality), provenance
+          (uri, dataset, split, content_hash, added_at, the user's extra
+          columns) and vector: the rows alive at the version.
 taxonomy  node, parent, name, level: the label hierarchy at the version.
 audit     version, time, operation, message, rows_affected, rows_total, sql,
           details, schema_version, user: every change up to the version.
@@ -124,6 +124,8 @@ def _needs_data(con, query: str, data_columns: set[str]) -> bool:
                 return True
             if kind == "COLUMN_REF" and node["column_names"][-1].lower() in data_columns:
                 return True
+            if any(str(c).lower() in data_columns for c in node.get("using_columns") or ()):
+                return True  # JOIN ... USING (uri)
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -131,7 +133,7 @@ def _needs_data(con, query: str, data_columns: set[str]) -> bool:
 
 
 def _samples_view(snapshot: Snapshot, full: bool) -> str:
-    state_cols = "s.id, s.label, s.weight"
+    state_cols = ", ".join(f"s.{c}" for c in snapshot.state.column_names if c != "valid_from")
     if not full or not snapshot.has_samples:
         return f"SELECT {state_cols} FROM _state s"
     provenance = ", ".join(f'd."{c}"' for c in snapshot.provenance_columns)

@@ -191,8 +191,9 @@ class Store:
             return
         audit = self.open_table(AUDIT_TABLE)
         # An audit row is the commit itself, so one past the head cannot exist;
-        # guard anyway against a hand-edited table.
-        audit.delete(f"version > {head.version}")
+        # guard anyway against a hand-edited table (without a Lance commit when clean)
+        if audit.count_rows(f"version > {head.version}"):
+            audit.delete(f"version > {head.version}")
 
 
 class Transaction:

@@ -22,7 +22,7 @@ def test_narrow_and_full_views_agree(filled):
                       "GROUP BY 1 ORDER BY 1").fetchall()
     assert narrow == full
     star = filled.sql("SELECT * FROM samples ORDER BY id LIMIT 1").to_arrow_table()
-    assert star.column_names[:4] == ["id", "label", "weight", "uri"] and "vector" in star.column_names
+    assert star.column_names[:5] == ["id", "label", "weight", "wrong_count", "uri"] and "vector" in star.column_names
 
 
 def test_taxonomy_audit_and_tags_tables(filled):

@@ -104,6 +104,11 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         ANN search knobs; default: those ``create_index`` tuned.
     device : str, default "auto"
         Where exact search runs: the GPU when torch sees one.
+    level : int, optional
+        Predict at this level of the memory's taxonomy (``mem.set_taxonomy``;
+        0: the roots): each row votes for its label's ancestor at that level
+        (a row labelled above it votes for its own label). ``explain`` then
+        adds the row's own label as ``row_label``.
 
     Attributes
     ----------
@@ -117,7 +122,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, k: int = 50, voting: str = "rank", *, metric: str = "cosine",
                  temperature: float = 0.07, power: float = 1.0, use_weights: bool = True,
                  index: str = "auto", nprobes: int | None = None, refine_factor: int | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", level: int | None = None):
         self.k = k
         self.voting = voting
         self.metric = metric
@@ -128,6 +133,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         self.nprobes = nprobes
         self.refine_factor = refine_factor
         self.device = device
+        self.level = level
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None):
@@ -169,6 +175,9 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
             raise InvalidInputError("the memory holds no rows: add labelled rows before fitting")
         if labels.null_count:
             raise InvalidInputError(f"{labels.null_count} rows have no label; relabel or prune them")
+        self._row_labels = labels
+        if self.level is not None:
+            labels = self._labels_at_level(labels)
         check_k(self.k, n)
         classes = pc.unique(labels).sort()
         self.classes_ = classes.to_numpy(zero_copy_only=False)
@@ -179,6 +188,17 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         self._weights = weights if self.use_weights else np.ones(n, np.float32)
         self.n_samples_fit_, self.n_features_in_ = n, dim
         return self
+
+    def _labels_at_level(self, labels: pa.Array) -> pa.Array:
+        """The rows' labels read at ``level`` of the memory's taxonomy (memstore.taxonomy)."""
+        from ..taxonomy import labels_at_level
+
+        taxonomy = self._snapshot.taxonomy if self._snapshot is not None else None
+        if taxonomy is None or not taxonomy.num_rows:
+            raise InvalidInputError(
+                f"level={self.level!r} needs a memory with a taxonomy: fit(memory) after "
+                "mem.set_taxonomy(...), or leave level=None")
+        return labels_at_level(taxonomy, labels, self.level)
 
     def _check_params(self) -> None:
         if self.voting not in VOTINGS:
@@ -267,7 +287,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         nq, k = pos.shape
         flat = pos.ravel()
         predicted = pa.array(self.classes_).take(pa.array(np.repeat(winner, k)))
-        labels = self._labels.take(pa.array(flat))
+        labels = self._labels.take(pa.array(flat))  # as they voted (at ``level``)
         sums = votes.sum(1, keepdims=True)
         share = np.divide(votes, sums, out=np.zeros_like(votes), where=sums > 0)
         columns = {
@@ -281,6 +301,8 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
             "supports": pc.equal(labels, predicted),
             "predicted": predicted,
         }
+        if self.level is not None:
+            columns["row_label"] = self._row_labels.take(pa.array(flat))
         table = pa.table(columns)
         if self._snapshot is not None:
             for name, column in self._provenance(flat).items():

@@ -1,0 +1,312 @@
+"""Forgetting for real: erase rows from every version, index and file, then prove it.
+
+A delete in Lance is soft. The row stays in its data file behind a deletion
+file, old Lance versions still list it, index files still hold its codes, and
+``restore`` brings it back. ``prune`` is that kind of delete, on purpose: it
+keeps time travel. ``forget`` is the other kind. For the ids given it
+
+1. deletes the rows from ``sample_data`` and *every* interval row of theirs
+   (all versions) from ``sample_state``, so no memory version, tag or restore
+   can name them again; every other row keeps its history, so earlier
+   versions stay readable, without the forgotten rows;
+2. compacts both tables with ``materialize_deletions_threshold=0``, which
+   rewrites each fragment that held a forgotten row without it; Lance remaps
+   the ANN index in the same step, dropping the rows' entries;
+3. commits the memory version (the audit row records how many rows, when,
+   why, and the SHA-256 of each forgotten vector, never the vector);
+4. removes every older Lance version of every table, and with them the old
+   data, deletion and index files (memstore's own versions do not need them:
+   see versioning.py);
+5. scans every file under the memory's directory for the raw bytes of each
+   forgotten vector (:func:`find_vector_bytes`) and raises
+   :class:`~memstore.errors.ForgetError` if any is still there.
+
+A forgotten vector that equals a row the memory keeps (a duplicate) cannot be
+told apart from that row's bytes: it is counted as ``still_held`` in the
+report, not as a failure.
+
+What forgetting does not undo: models already fitted hold their own copy of
+the vectors in RAM (refit them), and memory handles opened before the forget
+read Lance versions that no longer exist (open the memory again). The IVF
+centroids and PQ codebooks of an index were trained with the forgotten rows
+among many others; ``forget(..., rebuild_index=True)`` trains them again
+without.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import ForgetError, UnknownIdsError
+from .schema import DATA_TABLE, STATE_TABLE
+
+#: ids per Lance ``IN (...)`` filter
+ID_CHUNK = 8192
+#: bytes of a file read at a time by the scan
+SCAN_CHUNK_BYTES = 64 << 20
+#: bits of the scan's prefilter (a bitmap over hashed 8-byte windows)
+FILTER_BITS = 24
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    """What ``Memory.forget`` erased and how it checked.
+
+    ``seconds`` times each phase (select, erase, compact, commit, cleanup,
+    rebuild_index, verify). ``files_scanned`` and ``bytes_scanned`` are those of
+    the final check, which found no forgotten vector's bytes in any file.
+    ``unverifiable`` vectors have fewer than two consecutive non-zero
+    components, so their bytes look like padding and cannot be searched for;
+    ``still_held`` ones equal a vector the memory keeps.
+    """
+
+    version: int
+    rows: int
+    rows_alive: int
+    files_scanned: int
+    bytes_scanned: int
+    unverifiable: int
+    still_held: int
+    seconds: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def vector_hashes(vectors: np.ndarray) -> list[str]:
+    """Hex SHA-256 of each row's float32 bytes: what the audit keeps of a forgotten row."""
+    v = np.ascontiguousarray(vectors, np.float32)
+    return [hashlib.sha256(row.tobytes()).hexdigest() for row in v]
+
+
+def id_filter(ids: np.ndarray) -> list[str]:
+    """Lance filters selecting ``ids``, a chunk of ids each."""
+    ids = np.asarray(ids, np.int64)
+    return [f"id IN ({','.join(map(str, ids[i:i + ID_CHUNK]))})" for i in range(0, len(ids), ID_CHUNK)]
+
+
+def rows_to_forget(data, ids: np.ndarray) -> pa.Table:
+    """(id, vector) of ``ids`` in the data table; every id must be there."""
+    parts = [data.to_table(columns=["id", "vector"], filter=f) for f in id_filter(ids)]
+    found = pa.concat_tables(parts) if parts else None
+    have = found["id"].to_numpy() if found is not None else np.zeros(0, np.int64)
+    missing = np.setdiff1d(ids, have)
+    if len(missing):
+        raise UnknownIdsError(
+            f"{len(missing)} id(s) are not rows of this memory (never added, or already forgotten), "
+            f"e.g. {missing[:5].tolist()}; nothing was forgotten. Select ids FROM samples, or pass "
+            "the ids of rows pruned earlier")
+    return found
+
+
+def erase(tx, ids: np.ndarray) -> None:
+    """Delete the rows and all their interval rows; nothing is committed yet."""
+    for f in id_filter(ids):
+        tx.table(DATA_TABLE).delete(f)
+        tx.table(STATE_TABLE).delete(f)
+
+
+def compact(table) -> None:
+    """Rewrite every fragment that has deleted rows, without them (and remap indexes)."""
+    table.to_lance().optimize.compact_files(
+        materialize_deletions=True, materialize_deletions_threshold=0.0,
+        compaction_mode="reencode", defer_index_remap=False)
+
+
+def drop_old_versions(store) -> None:
+    """Remove every Lance version but the latest of every table, and their files."""
+    for name in store.table_names():
+        store.dataset(name).cleanup_old_versions(older_than=timedelta(0), delete_unverified=True)
+
+
+# -- the check -------------------------------------------------------------------------
+@dataclass
+class _Patterns:
+    """What the scan looks for: one 8-byte anchor per searchable vector."""
+
+    vectors: np.ndarray  # (m, dim) float32, the searchable ones
+    anchors: np.ndarray  # (m,) uint64, sorted: two consecutive non-zero words of the vector
+    where: np.ndarray  # (m,) int64: the anchor's word offset inside its vector
+    rows: np.ndarray  # (m,) int64: the vector's row in the caller's array
+    bitmap: np.ndarray  # (2**FILTER_BITS,) bool: buckets holding an anchor
+
+    @classmethod
+    def of(cls, vectors: np.ndarray) -> tuple["_Patterns", int]:
+        v = np.ascontiguousarray(vectors, np.float32)
+        words = v.view(np.uint32)  # (m, dim)
+        both = (words[:, :-1] != 0) & (words[:, 1:] != 0)  # (m, dim - 1)
+        rows = np.flatnonzero(both.any(1))
+        where = both[rows].argmax(1)
+        anchors = words[rows, where].astype(np.uint64) | (words[rows, where + 1].astype(np.uint64) << 32)
+        order = np.argsort(anchors, kind="stable")
+        bitmap = np.zeros(1 << FILTER_BITS, bool)
+        bitmap[_bucket(anchors)] = True
+        return cls(v[rows[order]], anchors[order], where[order], rows[order], bitmap), len(v) - len(rows)
+
+
+def _bucket(words: np.ndarray) -> np.ndarray:
+    """Multiplicative hash of uint64 words to FILTER_BITS bits."""
+    return (words * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - FILTER_BITS)
+
+
+def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES):
+    """Where the raw float32 bytes of any of ``vectors`` occur in the files under ``root``.
+
+    Every byte offset is tried (four 4-byte alignments). A vector is looked up
+    by an anchor of two consecutive non-zero components and then compared in
+    full, so a hit is the whole vector. Vectors without such an anchor cannot
+    be searched for and are skipped.
+
+    Returns
+    -------
+    hits : list of (path, offset, row): ``row`` indexes ``vectors``.
+    scanned : (files, bytes) read.
+    skipped : number of vectors without an anchor.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> v = np.array([[1.5, -2.0, 3.0]], np.float32)
+    >>> _ = (d / "f.bin").write_bytes(b"xyz" + v.tobytes() + b"tail")
+    >>> hits, scanned, skipped = find_vector_bytes(d, v)
+    >>> [(p.name, off, row) for p, off, row in hits], scanned, skipped
+    ([('f.bin', 3, 0)], (1, 19), 0)
+    """
+    patterns, skipped = _Patterns.of(vectors)
+    hits, files, total = [], 0, 0
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        files += 1
+        total += path.stat().st_size
+        if len(patterns.anchors):
+            hits += [(path, off, row) for off, row in _scan_file(path, patterns, chunk_bytes)]
+    return hits, (files, total), skipped
+
+
+def _scan_file(path: Path, patterns: _Patterns, chunk_bytes: int):
+    vec_bytes = patterns.vectors.shape[1] * 4
+    chunk_bytes = max(64, chunk_bytes - chunk_bytes % 4)
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        for base in range(0, size, chunk_bytes):
+            buf = os.pread(fd, chunk_bytes + 8 + 3, base)  # +8+3: windows across the chunk's end
+            for shift in range(4):
+                n_words = min((len(buf) - shift) // 4, chunk_bytes // 4 + 1)
+                if n_words < 2:
+                    continue
+                words = np.frombuffer(buf, np.uint32, n_words, shift)
+                # the 8-byte window at each 4-byte step: a word and the next one
+                windows = words[:-1].astype(np.uint64) | (words[1:].astype(np.uint64) << np.uint64(32))
+                pos = np.flatnonzero(patterns.bitmap[_bucket(windows)])  # ~1 in 2**FILTER_BITS / m
+                w = windows[pos]
+                i = np.minimum(np.searchsorted(patterns.anchors, w), len(patterns.anchors) - 1)
+                pos, w = pos[patterns.anchors[i] == w], w[patterns.anchors[i] == w]
+                for p, window in zip(pos.tolist(), w):  # true anchor matches only: rare
+                    yield from _confirm(fd, size, base + shift + 4 * p, window, patterns, vec_bytes)
+
+
+def _confirm(fd, size: int, at: int, window, patterns: _Patterns, vec_bytes: int):
+    """Compare in full every vector whose anchor equals the window at file offset ``at``."""
+    lo = np.searchsorted(patterns.anchors, window, "left")
+    hi = np.searchsorted(patterns.anchors, window, "right")
+    for i in range(lo, hi):
+        start = at - 4 * int(patterns.where[i])
+        if start < 0 or start + vec_bytes > size:
+            continue
+        if os.pread(fd, vec_bytes, start) == patterns.vectors[i].tobytes():
+            yield start, int(patterns.rows[i])
+
+
+def held_by(data, vectors: np.ndarray) -> np.ndarray:
+    """(m,) bool: which of ``vectors`` equal, byte for byte, a vector of the data table."""
+    from .search import vectors_as_numpy
+
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    want = {v.tobytes(): i for i, v in enumerate(vectors)}
+    held = np.zeros(len(vectors), bool)
+    for batch in data.to_batches(columns=["vector"]):
+        block = vectors_as_numpy(batch.column(0))
+        for r in np.flatnonzero(np.isin(block[:, 0], vectors[:, 0])):  # cheap first test
+            i = want.get(block[r].tobytes())
+            if i is not None:
+                held[i] = True
+    return held
+
+
+def verify(store, vectors: np.ndarray, data) -> tuple[tuple[int, int], int, int]:
+    """Raise ForgetError if a forgotten vector's bytes are in any file of the memory.
+
+    Returns the scan's (files, bytes), the vectors that could not be searched
+    for, and those still held by a kept row (duplicates).
+    """
+    hits, scanned, skipped = find_vector_bytes(store.path, vectors)
+    if not hits:
+        return scanned, skipped, 0
+    rows = np.unique([row for _, _, row in hits])
+    held = held_by(data, vectors[rows])
+    bad = [(p, off, row) for p, off, row in hits if row in set(rows[~held].tolist())]
+    if bad:
+        where = sorted({str(p.relative_to(store.path)) for p, _, _ in bad})
+        raise ForgetError(
+            f"after erasing, the bytes of {len({r for _, _, r in bad})} forgotten vector(s) are still in "
+            f"{len(where)} file(s) under {str(store.path)!r}, e.g. {where[:3]}. The rows are gone from "
+            "every version but their bytes are not: this is a bug in memstore or Lance, please report it "
+            "with these file names. Deleting the memory's directory erases them for sure")
+    return scanned, skipped, int(held.sum())
+
+
+def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
+                rebuild_index=None) -> ForgetReport:
+    """Erase ``ids`` from the memory in ``store``; see the module docstring for the steps."""
+    from .search import vectors_as_numpy
+    from .snapshot import Snapshot
+
+    seconds = {}
+    clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
+    with store.transaction() as tx:
+        ids = np.unique(np.asarray(ids, np.int64))
+        found = rows_to_forget(tx.table(DATA_TABLE).to_lance(), ids)
+        drop_old_versions(store)  # whatever an interrupted forget left behind
+        vectors = vectors_as_numpy(found["vector"])
+        alive = Snapshot(store, tx.head, tx.head.version).state["id"].to_numpy()
+        n_alive = int(np.isin(ids, alive).sum())
+        lap("select")
+        erase(tx, ids)
+        lap("erase")
+        compact(tx.table(DATA_TABLE))
+        compact(tx.table(STATE_TABLE))
+        lap("compact")
+        details = {"forgotten": len(ids), "alive_at_forget": n_alive,
+                   "vector_sha256": dict(zip(map(str, found["id"].to_pylist()), vector_hashes(vectors)))}
+        head = tx.commit("forget", message, rows_affected=len(ids), rows_total=tx.head.rows_total - n_alive,
+                         sql=sql, details=details)
+        lap("commit")
+    drop_old_versions(store)
+    lap("cleanup")
+    if rebuild_index is not None:
+        rebuild_index()
+        drop_old_versions(store)
+        lap("rebuild_index")
+    (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE))
+    lap("verify")
+    return ForgetReport(version=head.version, rows=len(ids), rows_alive=n_alive, files_scanned=files,
+                        bytes_scanned=size, unverifiable=skipped, still_held=held, seconds=seconds)
+
+
+__all__ = ["ForgetReport", "find_vector_bytes", "forget_rows", "vector_hashes"]

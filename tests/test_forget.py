@@ -1,0 +1,180 @@
+"""forget: rows gone from every version, tag, index and file, and the check that says so."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import lance
+import numpy as np
+import pytest
+
+import memstore
+from memstore.errors import ForgetError, ReadOnlyError, SQLResultError, UnknownIdsError
+from memstore.forget import find_vector_bytes
+from memstore.schema import DATA_TABLE, STATE_TABLE
+
+
+def files_holding(root: Path, vectors: np.ndarray) -> dict[int, list[str]]:
+    """An independent, exhaustive check: every file, every byte offset, plain ``bytes.find``."""
+    blobs = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    return {i: [str(p) for p, b in blobs.items() if v.tobytes() in b]
+            for i, v in enumerate(np.ascontiguousarray(vectors, np.float32))
+            if any(v.tobytes() in b for b in blobs.values())}
+
+
+@pytest.fixture
+def history(tmp_path, rng):
+    """A memory with a history: two adds, a prune, a reweight, a tag, an IVF_FLAT index.
+
+    IVF_FLAT keeps the raw vectors in its index files, the hardest index to erase from.
+    """
+    mem = memstore.open(tmp_path / "h.mem")
+    x = rng.standard_normal((400, 16)).astype(np.float32)
+    labels = np.array(["a", "b", "c"])[rng.integers(0, 3, 400)]
+    mem.add(x[:300], labels[:300], provenance={"uri": [f"u{i}" for i in range(300)]}, message="first")
+    mem.tag("first")
+    mem.prune(np.arange(0, 20), message="pruned early")  # v2: ids 0..19 pruned (kept in history)
+    mem.add(x[300:], labels[300:], provenance={"uri": [f"u{i}" for i in range(300, 400)]})  # v3
+    mem.reweight("SELECT id, 0.5 AS weight FROM samples WHERE label = 'a'")  # v4
+    mem.create_index("IVF_FLAT", num_partitions=4, target_recall=0.9)  # v5
+    mem.x = x
+    return mem
+
+
+FORGET = np.array([3, 7, 25, 31, 250, 305, 399])  # pruned before (3, 7), alive, added late
+
+
+def test_forgotten_rows_leave_every_version_and_every_file(history):
+    mem, x = history, history.x
+    before = {v: mem.at(v).sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall()
+              for v in range(mem.version + 1)}
+    # the check can see the bytes: before forgetting, every vector is in some file
+    assert len(files_holding(mem.path, x[FORGET])) == len(FORGET)
+
+    report = mem.forget(FORGET, message="consent withdrawn")
+
+    assert report.rows == 7 and report.rows_alive == 5 and report.version == 6
+    assert report.still_held == 0 and report.unverifiable == 0 and report.bytes_scanned > 0
+    assert files_holding(mem.path, x[FORGET]) == {}
+    # earlier versions: readable, the same rows as before minus the forgotten ones
+    for v, rows in before.items():
+        now = mem.at(v).sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall()
+        assert now == [r for r in rows if r[0] not in set(FORGET)]
+    assert not set(FORGET) & set(mem.at("first").samples.ids)
+    # Lance keeps no older version that could be checked out or restored
+    for name in (DATA_TABLE, STATE_TABLE):
+        assert len(lance.dataset(mem.path / "tables" / f"{name}.lance").versions()) == 1
+
+
+def test_restore_cannot_bring_forgotten_rows_back(history):
+    mem = history
+    mem.forget(FORGET)
+    mem.restore("first")
+    assert len(mem) == 300 - 5  # the first add, less the five forgotten rows it held (3, 7, 25, 31, 250)
+    assert not set(FORGET) & set(mem.samples.ids)
+    assert not set(FORGET) & set(mem.sql("SELECT id FROM samples").to_arrow_table()["id"].to_pylist())
+
+
+def test_no_index_returns_forgotten_rows(history):
+    mem, x = history, history.x
+    mem.forget(FORGET)
+    assert mem.index_info() is not None  # the index survives, remapped
+    hits = mem.search(x[FORGET], k=50, index="ann")["id"].to_numpy()
+    assert not set(FORGET) & set(hits.tolist())
+
+
+def test_rebuild_index_trains_it_again_without_the_rows(history):
+    mem, x = history, history.x
+    report = mem.forget(FORGET, rebuild_index=True)
+    assert report.version == 6 and mem.version == 7 and "rebuild_index" in report.seconds
+    assert mem.audit()["operation"].to_pylist()[-2:] == ["forget", "create_index"]
+    hits = mem.search(x[FORGET], k=50, index="ann")["id"].to_numpy()
+    assert not set(FORGET) & set(hits.tolist())
+    assert files_holding(mem.path, x[FORGET]) == {}
+
+
+def test_a_head_fitted_after_forget_equals_one_that_never_saw_the_rows(tmp_path, rng):
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    gone = rng.choice(300, 40, replace=False)
+    kept = np.setdiff1d(np.arange(300), gone)
+    a = memstore.open(tmp_path / "a.mem")
+    a.add(x, y)
+    a.forget(gone)
+    b = memstore.open(tmp_path / "b.mem")
+    b.add(x[kept], y[kept])
+    q = rng.standard_normal((100, 16)).astype(np.float32)
+    for voting in ("plurality", "rank"):
+        ca = memstore.KNNClassifier(k=15, voting=voting).fit(a)
+        cb = memstore.KNNClassifier(k=15, voting=voting).fit(b)
+        np.testing.assert_array_equal(ca.predict(q), cb.predict(q))
+        np.testing.assert_array_equal(ca.predict_proba(q), cb.predict_proba(q))
+
+
+def test_audit_keeps_count_time_reason_and_hashes_not_data(history):
+    mem, x = history, history.x
+    mem.forget("SELECT id FROM samples WHERE id IN (25, 31)", message="GDPR request 17")
+    row = mem.audit().to_pylist()[-1]
+    assert row["operation"] == "forget" and row["rows_affected"] == 2 and row["message"] == "GDPR request 17"
+    assert row["sql"] == "SELECT id FROM samples WHERE id IN (25, 31)" and row["time"] is not None
+    details = json.loads(row["details"])
+    assert details["forgotten"] == 2
+    assert details["vector_sha256"] == {str(i): hashlib.sha256(x[i].tobytes()).hexdigest() for i in (25, 31)}
+    for i in (25, 31):  # no component of the vectors is written out
+        assert not any(repr(float(v))[:8] in row["details"] for v in x[i])
+
+
+def test_a_duplicate_of_a_kept_row_is_reported_as_still_held(tmp_path, rng):
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    x[10] = x[40]
+    mem = memstore.open(tmp_path / "d.mem")
+    mem.add(x, np.zeros(50, np.int64))
+    report = mem.forget([10, 11])
+    assert report.still_held == 1 and len(mem) == 48
+    assert list(files_holding(mem.path, x[[10, 11]])) == [0]  # x[10]'s bytes are x[40]'s
+
+
+def test_bytes_left_in_a_file_make_forget_fail_loudly(history):
+    mem, x = history, history.x
+    (mem.path / "stray-copy.bin").write_bytes(b"\x00" * 5 + x[250].tobytes())
+    with pytest.raises(ForgetError, match="stray-copy.bin"):
+        mem.forget([250, 251])
+    assert not {250, 251} & set(mem.samples.ids)  # the rows are gone; the stray file is the user's
+
+
+@pytest.mark.parametrize("bad, error", [
+    (np.array([5000]), UnknownIdsError),
+    ("SELECT id FROM samples WHERE false", SQLResultError),
+    ("SELECT id, label FROM samples", SQLResultError),
+])
+def test_bad_selections_change_nothing(history, bad, error):
+    mem = history
+    version, rows, files = mem.version, len(mem), sorted(p for p in mem.path.rglob("*") if p.is_file())
+    with pytest.raises(error):
+        mem.forget(bad)
+    assert mem.refresh().version == version and len(mem) == rows
+    assert sorted(p for p in mem.path.rglob("*") if p.is_file()) == files
+
+
+def test_forgetting_twice_or_from_a_pinned_version_is_refused(history):
+    mem = history
+    mem.forget([25])
+    with pytest.raises(UnknownIdsError, match="already forgotten"):
+        mem.forget([25, 26])
+    assert 26 in set(mem.samples.ids)
+    with pytest.raises(ReadOnlyError):
+        mem.at(2).forget([30])
+
+
+def test_find_vector_bytes_tries_every_offset_and_chunk_boundary(tmp_path, rng):
+    v = rng.standard_normal((3, 6)).astype(np.float32)
+    blob = bytearray(rng.integers(0, 256, 1000, dtype=np.uint8).tobytes())
+    blob[101:101 + 24] = v[0].tobytes()  # odd offset
+    blob[510:510 + 24] = v[2].tobytes()  # straddles the 512-byte chunks below
+    blob[700:700 + 20] = v[1].tobytes()[:20]  # a partial copy is not a hit
+    (tmp_path / "a").write_bytes(bytes(blob))
+    hits, (files, size), skipped = find_vector_bytes(tmp_path, v, chunk_bytes=512)
+    assert sorted((off, row) for _, off, row in hits) == [(101, 0), (510, 2)]
+    assert (files, size, skipped) == (1, 1000, 0)
+    zero = np.zeros((1, 6), np.float32)
+    assert find_vector_bytes(tmp_path, zero)[2] == 1  # no anchor: cannot be searched for
