@@ -21,7 +21,7 @@ Examples
 >>> import numpy as np
 >>> x = np.array([[0, 1], [0.1, 1], [1, 0], [1, 0.1], [0.05, 1]], np.float32)
 >>> wrong_neighbour_counts(x, np.array(["a", "a", "b", "b", "b"]), k=2).tolist()
-[1, 2, 0, 0, 0]
+[1, 3, 0, 0, 2]
 """
 
 from __future__ import annotations
