@@ -202,11 +202,12 @@ class ExactSearch:
         # best k so far, larger score first, equal scores in row order; -inf, -1: none yet
         best_s = torch.full((nq, k), -torch.inf, device=self.device)  # (nq, k)
         best_p = torch.full((nq, k), -1, dtype=torch.int64, device=self.device)  # (nq, k)
-        # blocks grow from one step to `rows`, doubling: all of the first block is
+        # blocks grow from a small first one to `rows`, doubling: all of the first block is
         # selected from, and the k-th best score so far lets each later block skip
         # most of its groups (when a block is no larger than what came before it,
         # about k of a query's scores in it beat its k-th best)
-        lo, size = 0, step
+        lo = 0  # one query: one block, selected by a single topk
+        size = step if nq == 1 else min(step, _round_up(max(MIN_MATMUL_ROWS, 16 * k), GROUP_ROWS))
         while lo < n:
             hi = min(n, lo + size)
             m = _round_up(hi - lo, GROUP_ROWS)

@@ -146,3 +146,34 @@ def test_add_images_from_a_dataset_name_and_bad_sources(runner, tmp_path):
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     bad = runner.invoke(main, ["add-images", str(path), str(tmp_path / "empty")])
     assert bad.exit_code == 2 and "holds no images" in bad.output
+
+
+def test_forget_quality_and_taxonomy_commands(runner, tmp_path, rng):
+    path = tmp_path / "flex.mem"
+    mem = memstore.open(path)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    mem.add(x, np.array(["sneaker", "sandal", "shirt", "coat"])[np.arange(40) % 4])
+
+    out = json.loads(invoke(runner, "forget", path, "3,5", "-m", "asked to", "--format", "json").stdout)
+    assert out[0]["rows"] == 2 and out[0]["version"] == 2 and out[0]["still_held"] == 0
+    assert not {3, 5} & set(memstore.open(path).samples.ids)
+    out = json.loads(invoke(runner, "forget", path, "SELECT id FROM samples WHERE id = 7",
+                            "--format", "json").stdout)
+    assert out[0]["rows"] == 1
+
+    assert json.loads(invoke(runner, "quality", path, "-k", "5", "--format", "json").stdout)[0]["rows"] == 37
+    assert memstore.open(path).sql("SELECT count(*) FROM samples WHERE wrong_count IS NULL").fetchall() == [(0,)]
+
+    (tmp_path / "tax.csv").write_text("node,parent\nfootwear,\ntops,\nsneaker,footwear\nsandal,footwear\n"
+                                      "shirt,tops\ncoat,tops\n")
+    assert json.loads(invoke(runner, "taxonomy", path, tmp_path / "tax.csv", "--format", "json").stdout)[0]["rows"] == 6
+    shown = json.loads(invoke(runner, "taxonomy", path, "--format", "json").stdout)
+    assert {(r["node"], r["parent"], r["level"]) for r in shown} >= {("footwear", None, 0), ("coat", "tops", 1)}
+    (tmp_path / "bad.json").write_text(json.dumps({"a": "b", "b": "a"}))
+    bad = runner.invoke(main, ["taxonomy", str(path), str(tmp_path / "bad.json")])
+    assert bad.exit_code == 1 and "cycle" in bad.output
+
+    np.save(tmp_path / "q.npy", x[:4])
+    out = json.loads(invoke(runner, "classify", path, tmp_path / "q.npy", "-k", "3", "--level", "0",
+                            "--format", "json").stdout)
+    assert {r["predicted"] for r in out} <= {"footwear", "tops"}
