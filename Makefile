@@ -32,6 +32,7 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_forget.py
 
 clean:
 	rm -rf $(VENV) demo.mem fashion.mem fashion.mem.queries-*.npy fashion_neighbours.png .pytest_cache build *.egg-info

@@ -259,8 +259,8 @@ def verify(store, vectors: np.ndarray, data) -> tuple[tuple[int, int], int, int]
         raise ForgetError(
             f"after erasing, the bytes of {len({r for _, _, r in bad})} forgotten vector(s) are still in "
             f"{len(where)} file(s) under {str(store.path)!r}, e.g. {where[:3]}. The rows are gone from "
-            "every version but their bytes are not: this is a bug in memstore or Lance, please report it "
-            "with these file names. Deleting the memory's directory erases them for sure")
+            "every version but their bytes are not. If memstore did not write these files, delete them "
+            "yourself; if it did, this is a bug: please report it with the file names")
     return scanned, skipped, int(held.sum())
 
 

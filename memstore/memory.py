@@ -514,8 +514,9 @@ class Memory:
         of a forgotten vector (else ForgetError is raised).
 
         Earlier versions stay readable, without the forgotten rows; ``restore``
-        cannot bring them back. Handles opened before the forget (``mem.at``,
-        other processes) must be opened again.
+        cannot bring them back. ``versions()`` and ``audit()`` keep the row
+        counts each version had when it was written. Handles opened before the
+        forget (``mem.at``, other processes) must be opened again.
 
         Examples
         --------
