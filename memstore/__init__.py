@@ -2,7 +2,7 @@
 
 >>> import memstore
 >>> sorted(n for n in memstore.__all__ if n[0].islower())
-['open']
+['build_datastore', 'open']
 >>> memstore.KNNClassifier(k=10).k
 10
 """
@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 
 # The heads import torch and scikit-learn, which take seconds to load: load
 # them on first use so that `import memstore` (and every CLI call) stays fast.
-_LAZY = {"KNNClassifier": "memstore.heads.knn"}
+_LAZY = {"KNNClassifier": "memstore.heads.knn", "KNNLM": "memstore.heads.knnlm",
+         "KNNLogitsProcessor": "memstore.heads.knnlm", "build_datastore": "memstore.heads.knnlm"}
 
 
 def __getattr__(name):
@@ -40,6 +41,9 @@ def __getattr__(name):
 __all__ = [
     "open",
     "KNNClassifier",
+    "KNNLM",
+    "KNNLogitsProcessor",
+    "build_datastore",
     "Memory",
     "WriteResult",
     "MemstoreError",

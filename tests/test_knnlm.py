@@ -1,0 +1,123 @@
+"""kNN-LM: the interpolation, the datastore rows, generation and attribution, on a tiny GPT-2."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import memstore
+from memstore.encoders._torchvision import import_torchvision
+from memstore.errors import InvalidInputError
+from memstore.heads.knnlm import KNNLM, KeyedLM, KNNLogitsProcessor, build_datastore, windows
+
+VOCAB = 40
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    import_torchvision()  # transformers imports torchvision (DESIGN.md)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def base_log_probs(model, ids):
+    with torch.inference_mode():
+        return torch.log_softmax(model(ids).logits.double(), -1)
+
+
+@pytest.fixture
+def corpus():
+    rng = np.random.default_rng(0)
+    return [rng.integers(1, VOCAB, 50), rng.integers(1, VOCAB, 30)]
+
+
+def test_windows_score_every_position_once():
+    for n in (2, 5, 17, 64):
+        for context, stride in ((4, 4), (8, 3), (16, 16), (3, 1)):
+            scored = [p for s, e, f in windows(n, context, stride) for p in range(s + f, e - 1)]
+            assert scored == list(range(n - 1))
+
+
+def test_datastore_rows_are_keys_next_tokens_and_provenance(mem, gpt2, corpus):
+    res = build_datastore(mem, gpt2, corpus, context=16, stride=8, documents=["a", "b"], dataset="toy")
+    assert res.rows == 49 + 29
+    rows = mem.sql("SELECT label, document, position FROM samples ORDER BY id").fetchall()
+    assert rows[:2] == [(int(corpus[0][1]), "a", 0), (int(corpus[0][2]), "a", 1)]
+    assert rows[49] == (int(corpus[1][1]), "b", 0)
+    # keys: the output of the last block's ln_2 (the MLP's input), over the first window
+    seen = []
+    handle = gpt2.transformer.h[-1].ln_2.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+    with torch.inference_mode():
+        out = gpt2(torch.from_numpy(corpus[0][:16])[None], output_hidden_states=True)
+    handle.remove()
+    np.testing.assert_allclose(mem.samples.vectors[:15], seen[0][0, :15].numpy(), atol=1e-6)
+    _, final = KeyedLM(gpt2, "final")(torch.from_numpy(corpus[0][:16])[None])
+    np.testing.assert_allclose(final[0].numpy(), out.hidden_states[-1][0].numpy(), atol=1e-6)
+
+
+def test_lambda_zero_is_the_base_lm_exactly(mem, gpt2, corpus):
+    build_datastore(mem, gpt2, corpus, context=16)
+    ids = torch.from_numpy(corpus[1][:20])[None]
+    lm = KNNLM(gpt2, mem, k=8, lmbda=0.0)
+    base = base_log_probs(gpt2, ids).float()
+    assert torch.equal(lm.log_probs(ids), base)
+    ppl = math.exp(-float(base[0, :-1].gather(1, ids[0, 1:, None]).sum()) / 19)
+    assert lm.perplexity([corpus[1][:20]], context=32) == pytest.approx(ppl, rel=1e-5)
+
+
+def test_interpolation_is_a_distribution_and_memorises_its_datastore(mem, gpt2, corpus):
+    build_datastore(mem, gpt2, corpus, context=64)
+    ids = torch.from_numpy(corpus[0])[None]
+    lm = KNNLM(gpt2, mem, k=4, lmbda=0.5, temperature=1e-3)
+    lp = lm.log_probs(ids)
+    np.testing.assert_allclose(lp.exp().sum(-1).numpy(), 1.0, rtol=1e-5)
+    # each training context finds itself (distance 0): p_kNN(true next token) = 1
+    base = base_log_probs(gpt2, ids)
+    want = torch.log(0.5 + 0.5 * base[0, :-1].gather(1, ids[0, 1:, None]).exp())
+    got = lp[0, :-1].gather(1, ids[0, 1:, None]).double()
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4)
+    base_ppl = KNNLM(gpt2, mem, k=4, lmbda=0.0).perplexity(corpus, context=64)
+    assert lm.perplexity(corpus, context=64) < base_ppl / 2
+
+
+def test_generate_samples_from_the_knn_lm(mem, gpt2, corpus):
+    build_datastore(mem, gpt2, corpus, context=64)
+    lm = KNNLM(gpt2, mem, k=1, lmbda=1.0, temperature=1e-3)
+    prompt = torch.from_numpy(corpus[0][:10])[None]
+    out = gpt2.generate(prompt, max_new_tokens=8, do_sample=False, logits_processor=[KNNLogitsProcessor(lm)],
+                        pad_token_id=0)
+    # with lambda = 1 and the training text as datastore, greedy decoding recites it
+    assert out[0, 10:].tolist() == corpus[0][10:18].tolist()
+
+
+def test_explain_names_the_rows_behind_a_prediction(mem, gpt2, corpus):
+    build_datastore(mem, gpt2, corpus, context=64, documents=["first", "second"])
+    lm = KNNLM(gpt2, mem, k=5, lmbda=0.5, temperature=1e-3)
+    table = lm.explain(corpus[1][:12]).to_pylist()
+    # the last input (position 11) finds its own datastore row, which holds token 12
+    assert table[0]["document"] == "second" and table[0]["position"] == 11 and table[0]["distance"] < 1e-4
+    assert table[0]["supports"] and table[0]["value"] == corpus[1][12] and table[0]["share"] > 0.99
+    assert [r["rank"] for r in table] == list(range(5))
+
+
+def test_bad_parameters_are_refused(mem, gpt2, corpus):
+    with pytest.raises(InvalidInputError, match="no document of two or more tokens"):
+        build_datastore(mem, gpt2, [[1]])
+    build_datastore(mem, gpt2, corpus, context=16)
+    for kwargs, match in (({"lmbda": 1.5}, "lmbda"), ({"temperature": 0}, "temperature"),
+                          ({"k": 10_000}, "k = 10000"), ({"layer": "middle"}, "layer")):
+        with pytest.raises(InvalidInputError, match=match):
+            KNNLM(gpt2, mem, **kwargs)
+    with pytest.raises(InvalidInputError, match="stride"):
+        build_datastore(mem, gpt2, corpus, context=16, stride=17)
+    with pytest.raises(InvalidInputError, match="tokenizer"):
+        build_datastore(mem, gpt2, ["some text"])
+    other = memstore.open(mem.path.parent / "labels.mem")
+    other.add(np.ones((3, 32), np.float32), ["a", "b", "c"])
+    with pytest.raises(InvalidInputError, match="not token ids"):
+        KNNLM(gpt2, other, k=1)
