@@ -198,3 +198,31 @@ def test_image_dataset_subset_keeps_uris_and_labels():
 def test_image_dataset_bad_input(make, match):
     with pytest.raises(InvalidInputError, match=match):
         make()
+
+
+def test_pydoc_topics_split_by_document_without_leaks():
+    from memstore.data import load_pydoc_topics
+
+    splits = {s: load_pydoc_topics(s) for s in ("train", "validation", "test")}
+    names = [{d.name for d in docs} for docs in splits.values()]
+    assert sum(map(len, names)) == len(load_pydoc_topics("all")) == 79
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert len(splits["train"]) == 63 and load_pydoc_topics("test") == splits["test"]
+    with pytest.raises(InvalidInputError, match="split"):
+        load_pydoc_topics("dev")
+
+
+def test_trained_tokenizer_round_trips_any_text():
+    from memstore.encoders._torchvision import import_torchvision
+
+    import_torchvision()  # transformers imports torchvision (DESIGN.md)
+    from memstore.data import load_pydoc_topics, train_tokenizer
+
+    docs = load_pydoc_topics("train")[:10]
+    tok = train_tokenizer([d.text for d in docs], vocab_size=500)
+    assert len(tok) == 500 and tok.convert_tokens_to_ids("<|endoftext|>") == 0
+    for text in (docs[0].text[:300], "naïve — unseen 字 text"):
+        ids = tok(text)["input_ids"]
+        assert tok.decode(ids) == text
+    with pytest.raises(InvalidInputError, match="vocab_size"):
+        train_tokenizer(["x"], vocab_size=10)

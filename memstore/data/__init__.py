@@ -1,7 +1,9 @@
-"""Real datasets that can be had offline, as :class:`ImageDataset` objects.
+"""Real datasets that can be had offline: images as :class:`ImageDataset`, texts as documents.
 
 * :func:`load_fashion_mnist` - 70,000 28 x 28 clothing images (Debian ``dataset-fashion-mnist``).
 * :func:`load_digits` - 1,797 8 x 8 handwritten digits (shipped in scikit-learn).
+* :func:`load_pydoc_topics` - Python's documentation topics (shipped with Python), and
+  :func:`train_tokenizer`, a byte-level BPE tokenizer trained here.
 
 Examples
 --------
@@ -14,11 +16,15 @@ ImageDataset(name='digits', split='test', n=360, image_shape=(8, 8), classes=10)
 from .base import DatasetNotFoundError, ImageDataset
 from .digits import load_digits
 from .fashion_mnist import fashion_mnist_available, load_fashion_mnist
+from .text import Document, load_pydoc_topics, train_tokenizer
 
 __all__ = [
     "DatasetNotFoundError",
+    "Document",
     "ImageDataset",
     "fashion_mnist_available",
     "load_digits",
     "load_fashion_mnist",
+    "load_pydoc_topics",
+    "train_tokenizer",
 ]
