@@ -254,7 +254,8 @@ def verify(store, vectors: np.ndarray, data) -> tuple[tuple[int, int], int, int]
         return scanned, skipped, 0
     rows = np.unique([row for _, _, row in hits])
     held = held_by(data, vectors[rows])
-    bad = [(p, off, row) for p, off, row in hits if row in set(rows[~held].tolist())]
+    not_held = set(rows[~held].tolist())
+    bad = [(p, off, row) for p, off, row in hits if row in not_held]
     if bad:
         where = sorted({str(p.relative_to(store.path)) for p, _, _ in bad})
         raise ForgetError(

@@ -49,7 +49,7 @@ def close(table, rows: pa.Table, version: int, key: str) -> None:
 
 
 def reopen(table, rows: pa.Table, version: int) -> None:
-    """Append copies of earlier rows, open from ``version`` (what restore does)."""
+    """Append rows open from ``version`` (restore: copies of earlier rows; set_taxonomy: new ones)."""
     if len(rows):
         table.add(_with(rows, table.schema, valid_from=version, valid_to=None))
 

@@ -55,6 +55,11 @@ from .versioning import Head, Store, utcnow
 PROGRESS_MIN_ROWS = 100_000
 
 
+def _show_progress(progress: bool | None, rows: int) -> bool:
+    """A progress bar when asked, or by default on a terminal for long work."""
+    return (sys.stderr.isatty() and rows >= PROGRESS_MIN_ROWS) if progress is None else progress
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What a write did: the memory version it made, rows it touched, and new ids (add)."""
@@ -405,7 +410,7 @@ class Memory:
             n = len(batch)
             ids = np.arange(tx.head.next_id, tx.head.next_id + n, dtype=np.int64)
             data, state = self._sample_tables(tx, batch)
-            show = (sys.stderr.isatty() and n >= PROGRESS_MIN_ROWS) if progress is None else progress
+            show = _show_progress(progress, n)
             with tqdm(total=n, unit="rows", desc="add", disable=not show) as bar:
                 def stream():
                     for rb in ingest.batches(batch, ids, tx.version, utcnow(), data.schema, batch_size):
@@ -489,8 +494,7 @@ class Memory:
         and ``restore`` can bring them back. Use ``forget`` to erase for real.
         ``tables`` are Arrow tables the SELECT may join, by name (as in :meth:`sql`).
         """
-        table, sql = self._selection(select, ("id",), tables)
-        ids = np.unique(table["id"].to_numpy(zero_copy_only=False))
+        ids, sql = self._selected_ids(select, tables)
         return self._change_state("prune", ids, message, sql, delete=True)
 
     def forget(self, select: str | np.ndarray, message: str | None = None, *,
@@ -529,8 +533,7 @@ class Memory:
         """
         from .forget import forget_rows
 
-        table, sql = self._selection(select, ("id",), tables)
-        ids = np.unique(table["id"].to_numpy(zero_copy_only=False))
+        ids, sql = self._selected_ids(select, tables)
         info = self.index_info() if rebuild_index else None
 
         def rebuild():
@@ -588,7 +591,7 @@ class Memory:
             raise InvalidInputError(f"estimate_quality needs at least 2 rows, the memory has {len(samples)}")
         if samples.labels.null_count:
             raise InvalidInputError(f"{samples.labels.null_count} rows have no label; relabel or prune them")
-        show = (sys.stderr.isatty() and len(samples) >= PROGRESS_MIN_ROWS) if progress is None else progress
+        show = _show_progress(progress, len(samples))
         with tqdm(total=len(samples), unit="rows", desc="wrong neighbours", disable=not show) as bar:
             counts = wrong_neighbour_counts(samples.vectors, samples.labels, k,
                                             searcher=self.searcher(metric, index), progress=bar.update)
@@ -633,14 +636,17 @@ class Memory:
             history = tx.table(TAXONOMY_TABLE)
             open_rows = history.to_lance().to_table(filter="valid_to IS NULL")
             intervals.close(history, open_rows, tx.version, "node")
-            history.add(table.append_column("valid_from", pa.array([tx.version] * table.num_rows, pa.int64()))
-                        .append_column("valid_to", pa.nulls(table.num_rows, pa.int64()))
-                        .select(history.schema.names).cast(history.schema))
+            intervals.reopen(history, table, tx.version)
             head = tx.commit("set_taxonomy", message or f"taxonomy of {table.num_rows} nodes",
                              rows_affected=table.num_rows,
                              details={"nodes": table.num_rows, "levels": sorted(set(table["level"].to_pylist()))})
         self._set_head(head)
         return WriteResult(head.version, table.num_rows)
+
+    def _selected_ids(self, select, tables: dict | None) -> tuple[np.ndarray, str | None]:
+        """The distinct ids a SELECT (one ``id`` column) or an id array chooses, and the SQL."""
+        table, sql = self._selection(select, ("id",), tables)
+        return np.unique(table["id"].to_numpy(zero_copy_only=False)), sql
 
     def _selection(self, select, columns: tuple[str, ...], tables: dict | None = None
                    ) -> tuple[pa.Table, str | None]:

@@ -59,8 +59,8 @@ def wrong_neighbour_counts(vectors, labels, k: int = 100, *, metric: str = "cosi
     vectors = np.asarray(vectors, np.float32)
     n = len(vectors)
     k = check_k(k, n - 1)
-    codes = pc.dictionary_encode(pa.array(np.asarray(labels) if not isinstance(labels, pa.Array) else labels))
-    codes = codes.indices.to_numpy(zero_copy_only=False)  # (n,) label index of each row
+    labels = labels if isinstance(labels, pa.Array) else pa.array(np.asarray(labels))
+    codes = pc.dictionary_encode(labels).indices.to_numpy(zero_copy_only=False)  # (n,) label index of each row
     searcher = searcher or ExactSearch(vectors, metric)
     counts = np.zeros(n, np.int64)
     for lo in range(0, n, QUERY_CHUNK):

@@ -207,7 +207,8 @@ class ExactSearch:
         # selected from, and the k-th best score so far lets each later block skip
         # most of its groups (when a block is no larger than what came before it,
         # about k of a query's scores in it beat its k-th best)
-        lo = 0  # one query: one block, selected by a single topk
+        lo = 0
+        # one query: one block, selected by a single topk
         size = step if nq == 1 else min(step, _round_up(max(MIN_MATMUL_ROWS, 16 * k), GROUP_ROWS))
         while lo < n:
             hi = min(n, lo + size)

@@ -121,3 +121,14 @@ def test_bad_parameters_are_refused(mem, gpt2, corpus):
     other.add(np.ones((3, 32), np.float32), ["a", "b", "c"])
     with pytest.raises(InvalidInputError, match="not token ids"):
         KNNLM(gpt2, other, k=1)
+
+
+def test_many_knn_lms_share_one_hook_per_layer(mem, gpt2, corpus):
+    build_datastore(mem, gpt2, corpus, context=16)
+    hooks = gpt2.transformer.h[-1].mlp._forward_pre_hooks
+    for k in (1, 2, 4):
+        KNNLM(gpt2, mem, k=k)
+    before = len(hooks)
+    for k in (1, 2, 4):
+        KNNLM(gpt2, mem, k=k)
+    assert len(hooks) == before == 1

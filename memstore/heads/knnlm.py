@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from ..errors import InvalidInputError
+from ..search import check_k
 
 KEY_LAYERS = ("ffn_input", "final")
 #: module names taken for a transformer block's feed-forward part, last one wins
@@ -70,13 +72,12 @@ class KeyedLM:
         self.model = model.eval()
         self.layer = layer
         self.hooked = hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
-        self.last_keys: torch.Tensor | None = None  # (batch, seq, dim) of the latest forward
-        if self.hooked:
-            module = model.get_output_embeddings() if layer == "final" else _last_ffn(model)
-            module.register_forward_pre_hook(self._capture)
+        self._capture = _capture(model, layer) if self.hooked else None
 
-    def _capture(self, module, args):
-        self.last_keys = args[0].detach()
+    @property
+    def last_keys(self) -> torch.Tensor | None:
+        """(batch, seq, dim) keys of the model's latest forward pass."""
+        return None if self._capture is None else self._capture.keys
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +92,30 @@ class KeyedLM:
             return out.logits.float(), self.last_keys.float()
         logits, keys = self.model(input_ids)
         return logits.float(), keys.float()
+
+
+class _Capture:
+    """A forward pre-hook keeping the input of the module it sits on."""
+
+    def __init__(self):
+        self.keys: torch.Tensor | None = None
+
+    def __call__(self, module, args):
+        self.keys = args[0].detach()
+
+
+#: one hook per (model, layer), however many KeyedLM read it: a hook per KNNLM
+#: would pile up on the model, each copying keys on every forward pass
+_CAPTURES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, _Capture]]" = weakref.WeakKeyDictionary()
+
+
+def _capture(model: torch.nn.Module, layer: str) -> _Capture:
+    by_layer = _CAPTURES.setdefault(model, {})
+    if layer not in by_layer:
+        module = model.get_output_embeddings() if layer == "final" else _last_ffn(model)
+        by_layer[layer] = _Capture()
+        module.register_forward_pre_hook(by_layer[layer])
+    return by_layer[layer]
 
 
 def _last_ffn(model: torch.nn.Module) -> torch.nn.Module:
@@ -230,8 +255,6 @@ class KNNLM:
         if not pa.types.is_integer(samples.labels.type):
             raise InvalidInputError(f"the memory's labels are {samples.labels.type}, not token ids: "
                                     "build it with memstore.build_datastore")
-        from ..search import check_k
-
         check_k(k, len(samples))
         self.values = torch.from_numpy(samples.labels.to_numpy(zero_copy_only=False).astype(np.int64))  # (n,)
         self.ids = samples.ids
