@@ -33,6 +33,7 @@ bench: install
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_forget.py
+	$(PY) benchmarks/bench_knnlm.py
 
 clean:
 	rm -rf $(VENV) demo.mem fashion.mem fashion.mem.queries-*.npy fashion_neighbours.png .pytest_cache build *.egg-info

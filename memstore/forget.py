@@ -243,13 +243,26 @@ def held_by(data, vectors: np.ndarray) -> np.ndarray:
     return held
 
 
-def verify(store, vectors: np.ndarray, data) -> tuple[tuple[int, int], int, int]:
+def as_scanned(stored: np.ndarray) -> np.ndarray:
+    """The bytes the scan looks for, as float32 words: float16 vectors are read two values to a word.
+
+    A float16 vector of odd length leaves its last value out (the rest is
+    still a long, exact byte pattern).
+    """
+    if stored.dtype == np.float32:
+        return stored
+    even = stored[:, :stored.shape[1] - stored.shape[1] % 2]
+    return np.ascontiguousarray(even).view(np.float32)
+
+
+def verify(store, vectors: np.ndarray, data, stored: np.ndarray | None = None) -> tuple[tuple[int, int], int, int]:
     """Raise ForgetError if a forgotten vector's bytes are in any file of the memory.
 
-    Returns the scan's (files, bytes), the vectors that could not be searched
-    for, and those still held by a kept row (duplicates).
+    ``vectors`` are float32, ``stored`` as the data table holds them (default:
+    the same). Returns the scan's (files, bytes), the vectors that could not
+    be searched for, and those still held by a kept row (duplicates).
     """
-    hits, scanned, skipped = find_vector_bytes(store.path, vectors)
+    hits, scanned, skipped = find_vector_bytes(store.path, as_scanned(vectors if stored is None else stored))
     if not hits:
         return scanned, skipped, 0
     rows = np.unique([row for _, _, row in hits])
@@ -285,7 +298,8 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         ids = np.unique(np.asarray(ids, np.int64))
         found = rows_to_forget(tx.table(DATA_TABLE).to_lance(), ids)
         drop_old_versions(store)  # whatever an interrupted forget left behind
-        vectors = vectors_as_numpy(found["vector"])
+        stored = vectors_as_numpy(found["vector"], stored=True)
+        vectors = stored.astype(np.float32, copy=False)
         alive = Snapshot(store, tx.head, tx.head.version).state["id"].to_numpy()
         n_alive = int(np.isin(ids, alive).sum())
         lap("select")
@@ -305,7 +319,7 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         rebuild_index()
         drop_old_versions(store)
         lap("rebuild_index")
-    (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE))
+    (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE), stored)
     lap("verify")
     return ForgetReport(version=head.version, rows=len(ids), rows_alive=n_alive, files_scanned=files,
                         bytes_scanned=size, unverifiable=skipped, still_held=held, seconds=seconds)

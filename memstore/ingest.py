@@ -89,6 +89,33 @@ def prepare(vectors, labels=None, provenance=None, weights=None, *, dim=None, la
     return batch
 
 
+def check_vector_dtype(requested: str | None, stored: str | None) -> str:
+    """The dtype an add writes: the memory's own, or for a new memory the one requested (float32 by default)."""
+    from .schema import VECTOR_DTYPES
+
+    if requested is not None and requested not in VECTOR_DTYPES:
+        raise InvalidInputError(f"vector_dtype must be one of {sorted(VECTOR_DTYPES)}, got {requested!r}")
+    if stored is not None and requested is not None and requested != stored:
+        raise InvalidInputError(
+            f"this memory stores {stored} vectors, not {requested}: leave vector_dtype out, "
+            f"or open a new memory for {requested} vectors")
+    return stored or requested or "float32"
+
+
+#: the largest finite float16
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def check_float16_range(x: np.ndarray) -> None:
+    """float16 holds magnitudes up to 65504: larger values would be stored as inf."""
+    big = np.abs(x).max(axis=1) > FLOAT16_MAX
+    if big.any():
+        rows = np.flatnonzero(big)
+        raise InvalidInputError(
+            f"{len(rows)} vector(s) hold values beyond float16's range (|x| > {FLOAT16_MAX:g}), first at "
+            f"row(s) {rows[:5].tolist()}: scale them, or store float32 (vector_dtype='float32')")
+
+
 def as_matrix(vectors, dim: int | None) -> np.ndarray:
     """(n, dim) float32 C-contiguous, finite, non-empty; zero-copy where the input allows."""
     if hasattr(vectors, "detach") and hasattr(vectors, "cpu"):  # a torch tensor, without importing torch
@@ -274,7 +301,9 @@ def _record_batch(batch: Batch, ids, version, now, schema, start, size, hashes) 
     n = len(x)
     cols = {
         "id": pa.array(ids[start:start + n]),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]),
+        "vector": pa.FixedSizeListArray.from_arrays(
+            pa.array(x.reshape(-1).astype(schema.field("vector").type.value_type.to_pandas_dtype(), copy=False)),
+            x.shape[1]),
         "added_at": pa.repeat(pa.scalar(now, TIMESTAMP), n),
         "added_in": pa.array(np.full(n, version, dtype=np.int64)),
     }

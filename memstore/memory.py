@@ -121,6 +121,11 @@ class Memory:
         return self._read_only
 
     @property
+    def vector_dtype(self) -> str | None:
+        """How the vectors are stored, ``"float32"`` or ``"float16"`` (None before the first add)."""
+        return self._snapshot.vector_dtype
+
+    @property
     def dim(self) -> int | None:
         """Vector dimension, or None before the first add."""
         return self._snapshot.dim
@@ -387,7 +392,7 @@ class Memory:
 
     def add(self, vectors, labels=None, provenance: dict | None = None, weights=None,
             message: str | None = None, *, batch_size: int = 32768,
-            progress: bool | None = None) -> WriteResult:
+            progress: bool | None = None, vector_dtype: str | None = None) -> WriteResult:
         """Append samples in one new version; returns the version and the new ids.
 
         Parameters
@@ -401,15 +406,21 @@ class Memory:
         weights : quality weights in [0, inf), default 1.0.
         batch_size : rows converted and written at a time (bounds extra memory).
         progress : show a progress bar; default on a terminal for large adds.
+        vector_dtype : how the vectors are stored, ``"float32"`` or ``"float16"``
+            (half the disk; values are rounded, searches compute in float32).
+            The first add decides for the memory; later adds may only repeat it.
         """
         self._check_writable()
         with self._store.transaction() as tx:
             snap = Snapshot(self._store, tx.head, tx.head.version)
+            dtype = ingest.check_vector_dtype(vector_dtype, snap.vector_dtype)
             batch = ingest.prepare(vectors, labels, provenance, weights,
                                    dim=snap.dim, label_type=snap.label_type)
+            if dtype == "float16":
+                ingest.check_float16_range(batch.vectors)
             n = len(batch)
             ids = np.arange(tx.head.next_id, tx.head.next_id + n, dtype=np.int64)
-            data, state = self._sample_tables(tx, batch)
+            data, state = self._sample_tables(tx, batch, dtype)
             show = _show_progress(progress, n)
             with tqdm(total=n, unit="rows", desc="add", disable=not show) as bar:
                 def stream():
@@ -464,11 +475,11 @@ class Memory:
         return self.add(vectors, labels, provenance=provenance, weights=weights,
                         message=message or f"{len(vectors)} images encoded by {encoder.name}")
 
-    def _sample_tables(self, tx, batch: ingest.Batch):
+    def _sample_tables(self, tx, batch: ingest.Batch, vector_dtype: str):
         """The data and state tables, created by the first add, widened for new extra columns."""
         if not tx.has_table(DATA_TABLE):
             extras = [pa.field(k, v.type) for k, v in batch.extras.items()]
-            return (tx.create_table(DATA_TABLE, data_schema(batch.vectors.shape[1], extras)),
+            return (tx.create_table(DATA_TABLE, data_schema(batch.vectors.shape[1], extras, vector_dtype)),
                     tx.create_table(STATE_TABLE, state_schema(batch.labels.type)))
         data = tx.table(DATA_TABLE)
         new = [pa.field(k, v.type) for k, v in batch.extras.items() if k not in data.schema.names]

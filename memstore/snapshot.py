@@ -123,6 +123,13 @@ class Snapshot:
         return self.data.schema.field("vector").type.list_size if self.has_samples else None
 
     @property
+    def vector_dtype(self) -> str | None:
+        """``"float32"`` or ``"float16"``: the stored type of the vectors."""
+        if not self.has_samples:
+            return None
+        return {"float": "float32", "halffloat": "float16"}[str(self.data.schema.field("vector").type.value_type)]
+
+    @property
     def label_type(self) -> pa.DataType | None:
         if not self.has_samples:
             return None

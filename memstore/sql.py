@@ -28,17 +28,17 @@ from .errors import InvalidInputError, ReadOnlyError
 from .snapshot import Snapshot
 
 #: names of the tables every query sees; user tables cannot shadow them
-RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data"}
+RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data", "_vectors"}
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
 class VersionSQL:
-    """The DuckDB side of one snapshot: two connections, one per ``samples`` view."""
+    """The DuckDB side of one snapshot: a connection per ``samples`` view (state; with provenance; and vectors)."""
 
     def __init__(self, snapshot: Snapshot):
         self.snapshot = snapshot
-        self._connections: dict[bool, duckdb.DuckDBPyConnection] = {}
+        self._connections: dict[int, duckdb.DuckDBPyConnection] = {}
         self._parser = duckdb.connect(":memory:")  # only parses; holds no data
 
     def run(self, query: str, tables: dict | None = None) -> duckdb.DuckDBPyRelation:
@@ -49,6 +49,9 @@ class VersionSQL:
         """
         check_read_only(query)
         full = _needs_data(self._parser, query, _data_only_columns(self.snapshot))
+        # float16 vectors are read (widened) only by queries that name them
+        full = full and (2 if self.snapshot.vector_dtype == "float32"
+                         or _needs_data(self._parser, query, {"vector", "samples"}) else 1)
         con = self._connection(full)
         for name, table in (tables or {}).items():
             if name.lower() in RESERVED_NAMES:
@@ -58,7 +61,7 @@ class VersionSQL:
             con.register(name, table)
         return con.sql(query)
 
-    def _connection(self, full: bool) -> duckdb.DuckDBPyConnection:
+    def _connection(self, full: int) -> duckdb.DuckDBPyConnection:
         if full not in self._connections:
             con = connect(self.snapshot)
             con.execute(f"CREATE VIEW samples AS {_samples_view(self.snapshot, full)}")
@@ -70,7 +73,14 @@ def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the version's tables registered (all but ``samples``)."""
     con = duckdb.connect(":memory:")
     con.register("_state", snapshot.state)
-    if snapshot.has_samples:
+    if snapshot.vector_dtype == "float16":
+        # DuckDB reads no float16 Arrow columns: provenance without the vectors, and the
+        # vectors apart, widened to float32 by Lance
+        columns = [c for c in snapshot.data.schema.names if c != "vector"]
+        con.register("_data", snapshot.data.scanner(columns=columns))
+        con.register("_vectors", snapshot.data.scanner(columns={
+            "id": "id", "vector": f"arrow_cast(vector, 'FixedSizeList({snapshot.dim}, Float32)')"}))
+    elif snapshot.has_samples:
         con.register("_data", snapshot.data)
     con.register("audit", snapshot.audit)
     con.register("tags", snapshot.tags())
@@ -132,12 +142,15 @@ def _needs_data(con, query: str, data_columns: set[str]) -> bool:
     return False
 
 
-def _samples_view(snapshot: Snapshot, full: bool) -> str:
+def _samples_view(snapshot: Snapshot, full: int) -> str:
+    """0: the state only; 1: with provenance; 2: with provenance and vectors."""
     state_cols = ", ".join(f"s.{c}" for c in snapshot.state.column_names if c != "valid_from")
     if not full or not snapshot.has_samples:
         return f"SELECT {state_cols} FROM _state s"
     provenance = ", ".join(f'd."{c}"' for c in snapshot.provenance_columns)
-    return (
-        f"SELECT {state_cols}, {provenance}, d.vector "
-        "FROM _state s JOIN _data d ON s.id = d.id"
-    )
+    if snapshot.vector_dtype == "float32":
+        return f"SELECT {state_cols}, {provenance}, d.vector FROM _state s JOIN _data d ON s.id = d.id"
+    if full == 1:
+        return f"SELECT {state_cols}, {provenance} FROM _state s JOIN _data d ON s.id = d.id"
+    return (f"SELECT {state_cols}, {provenance}, v.vector "
+            "FROM _state s JOIN _data d ON s.id = d.id JOIN _vectors v ON s.id = v.id")

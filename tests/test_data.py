@@ -207,7 +207,7 @@ def test_pydoc_topics_split_by_document_without_leaks():
     names = [{d.name for d in docs} for docs in splits.values()]
     assert sum(map(len, names)) == len(load_pydoc_topics("all")) == 79
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
-    assert len(splits["train"]) == 63 and load_pydoc_topics("test") == splits["test"]
+    assert len(splits["train"]) == 64 and load_pydoc_topics("test") == splits["test"]
     with pytest.raises(InvalidInputError, match="split"):
         load_pydoc_topics("dev")
 
@@ -226,3 +226,46 @@ def test_trained_tokenizer_round_trips_any_text():
         assert tok.decode(ids) == text
     with pytest.raises(InvalidInputError, match="vocab_size"):
         train_tokenizer(["x"], vocab_size=10)
+
+
+def test_near_duplicates_stay_on_one_side_of_a_split():
+    from memstore.data.text import Document, near_duplicate_groups, split_documents
+
+    rng = np.random.default_rng(0)
+    words = [" ".join(f"w{i}" for i in rng.integers(0, 10_000, 200)) for _ in range(40)]
+    docs = [Document(str(i), w) for i, w in enumerate(words)]
+    docs.append(Document("update-of-3", "Update: " + words[3][:600] + " more news"))  # shares ~100 runs
+    docs.append(Document("update-of-update", docs[-1].text + " even more"))  # grouped through it
+    groups = near_duplicate_groups(docs)
+    assert groups[3] == groups[40] == groups[41] and len(set(groups)) == 40
+    side = {d.name: s for s in ("train", "validation", "test") for d in split_documents(docs, s, seed=1)}
+    assert len(side) == 42 and side["3"] == side["update-of-3"] == side["update-of-update"]
+
+
+def test_lee_news_split_keeps_its_near_duplicates_together():
+    pytest.importorskip("gensim")
+    from memstore.data import load_lee_news
+    from memstore.data.text import near_duplicate_groups
+
+    docs = load_lee_news("all")
+    assert len(docs) == 343 and len({d.text for d in docs}) == 343
+    groups = near_duplicate_groups(docs)
+    side = {d.name: s for s in ("train", "validation", "test") for d in load_lee_news(s)}
+    assert len(side) == 343
+    by_group = {}
+    for d, g in zip(docs, groups):
+        by_group.setdefault(g, set()).add(side[d.name])
+    assert all(len(sides) == 1 for sides in by_group.values())
+    assert any(groups.count(g) > 1 for g in set(groups))  # the corpus has re-filed stories
+
+
+def test_wikipedia_sample_is_plain_prose_split_by_article():
+    pytest.importorskip("gensim")
+    from memstore.data import load_wikipedia_sample
+
+    docs = load_wikipedia_sample("all")
+    assert len(docs) == 106 and sum(len(d.text) for d in docs) > 3_000_000
+    text = next(d.text for d in docs if d.name == "wikipedia/Algorithm")
+    assert "'''algorithm'''" in text and "[[" not in text and "{{" not in text  # links and templates gone
+    names = [{d.name for d in load_wikipedia_sample(s)} for s in ("train", "validation", "test")]
+    assert sum(map(len, names)) == 106 and not (names[0] & names[2] or names[1] & names[2])

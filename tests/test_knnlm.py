@@ -105,6 +105,45 @@ def test_explain_names_the_rows_behind_a_prediction(mem, gpt2, corpus):
     assert [r["rank"] for r in table] == list(range(5))
 
 
+class ToyTokenizer:
+    def decode(self, ids):
+        return " ".join(f"t{i}" for i in ids)
+
+
+def test_explain_reads_the_text_around_each_row_from_the_datastore(mem, gpt2, corpus):
+    build_datastore(mem, gpt2, corpus, context=64, documents=["first", "second"])
+    lm = KNNLM(gpt2, mem, k=3, lmbda=0.5, temperature=1e-3)
+    top = lm.explain(corpus[1][:12], tokenizer=ToyTokenizer(), window=4).to_pylist()[0]
+    assert top["position"] == 11
+    assert top["context_ids"] == corpus[1][8:12].tolist()  # tokens 8..11: what the key saw last
+    assert top["continuation_ids"] == corpus[1][12:16].tolist()  # its value, token 12, and on
+    assert top["context"] == " ".join(f"t{i}" for i in corpus[1][8:12])
+    # near a document's edges the window is cut: token 0 is no row's value, the last row ends the text
+    start = lm.explain(corpus[0][:3], window=4).to_pylist()[0]
+    assert start["position"] == 2 and start["context_ids"] == corpus[0][1:3].tolist()
+    end = lm.explain(corpus[1][:29], window=4).to_pylist()[0]
+    assert end["position"] == 28 and end["continuation_ids"] == [corpus[1][29]]
+    with pytest.raises(InvalidInputError, match="window"):
+        lm.explain(corpus[1][:12], window=0)
+
+
+def test_perplexity_grid_equals_one_model_per_setting(mem, gpt2, corpus):
+    build_datastore(mem, gpt2, corpus[:1], context=64)
+    held_out = [corpus[1]]
+    lm = KNNLM(gpt2, mem, k=4)
+    grid = lm.perplexity_grid(held_out, k=[1, 4, 16], lmbda=[0.0, 0.3, 1.0], temperature=[0.5, 20.0], context=16)
+    assert grid.num_rows == 18 and set(grid["tokens"].to_pylist()) == {29}
+    for row in grid.to_pylist():
+        one = KNNLM(gpt2, mem, k=row["k"], lmbda=row["lmbda"], temperature=row["temperature"])
+        assert row["perplexity"] == pytest.approx(one.perplexity(held_out, context=16), rel=1e-9)
+    base = [r["perplexity"] for r in grid.to_pylist() if r["lmbda"] == 0.0]
+    assert len(set(base)) == 1  # λ = 0 ignores k and T
+    for kwargs, match in (({"k": []}, "k must be"), ({"lmbda": [0.5, 2]}, "lmbda"),
+                          ({"temperature": [-1]}, "temperature"), ({"k": [10_000]}, "k = 10000")):
+        with pytest.raises(InvalidInputError, match=match):
+            lm.perplexity_grid(held_out, **kwargs)
+
+
 def test_bad_parameters_are_refused(mem, gpt2, corpus):
     with pytest.raises(InvalidInputError, match="no document of two or more tokens"):
         build_datastore(mem, gpt2, [[1]])
@@ -132,3 +171,14 @@ def test_many_knn_lms_share_one_hook_per_layer(mem, gpt2, corpus):
     for k in (1, 2, 4):
         KNNLM(gpt2, mem, k=k)
     assert len(hooks) == before == 1
+
+
+def test_float16_keys_halve_the_datastore_and_keep_its_perplexity(tmp_path, gpt2, corpus):
+    full = memstore.open(tmp_path / "float32.mem")
+    half = memstore.open(tmp_path / "float16.mem")
+    build_datastore(full, gpt2, corpus[:1], context=64)
+    build_datastore(half, gpt2, corpus[:1], context=64, key_dtype="float16")
+    assert (full.vector_dtype, half.vector_dtype) == ("float32", "float16")
+    np.testing.assert_allclose(half.samples.vectors, full.samples.vectors, rtol=1e-3, atol=1e-3)
+    ppl = [KNNLM(gpt2, m, k=8, lmbda=0.5, temperature=1.0).perplexity([corpus[1]], context=16) for m in (full, half)]
+    assert ppl[1] == pytest.approx(ppl[0], rel=1e-2)

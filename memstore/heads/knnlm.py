@@ -194,7 +194,7 @@ def _positions(keyed: KeyedLM, docs: list[np.ndarray], context: int, stride: int
 # -- the datastore ---------------------------------------------------------------------------
 def build_datastore(mem, model, corpus, *, tokenizer=None, layer: str = "ffn_input", context: int = 512,
                     stride: int | None = None, documents=None, dataset: str | None = None,
-                    message: str | None = None, progress: bool | None = None):
+                    key_dtype: str | None = None, message: str | None = None, progress: bool | None = None):
     """Run a causal LM over a corpus and add one memory row per predicted token.
 
     Row: ``vector`` = the key at position t, ``label`` = token t+1 (int64),
@@ -208,6 +208,9 @@ def build_datastore(mem, model, corpus, *, tokenizer=None, layer: str = "ffn_inp
     model : a transformers causal LM or a module returning (logits, keys).
     corpus : texts (with ``tokenizer``) or token-id sequences.
     documents : optional names, one per document (default: "0", "1", ...).
+    key_dtype : ``"float16"`` stores the keys in half the disk (the paper's
+        choice for its 103M-entry datastore); default float32, or the
+        memory's own type. Searches compute in float32 either way.
     """
     context, stride = _check_context(context, stride)
     docs = as_token_lists(corpus, tokenizer)
@@ -225,7 +228,8 @@ def build_datastore(mem, model, corpus, *, tokenizer=None, layer: str = "ffn_inp
         positions.append(pos)
     return mem.add(np.concatenate(keys), np.concatenate(labels), provenance={
         "document": np.concatenate(doc_names).astype(str), "position": np.concatenate(positions),
-        "dataset": dataset}, message=message or f"kNN-LM datastore: {len(docs)} documents, layer {layer}")
+        "dataset": dataset}, message=message or f"kNN-LM datastore: {len(docs)} documents, layer {layer}",
+        vector_dtype=key_dtype)
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -263,8 +267,11 @@ class KNNLM:
 
     # -- distributions ----------------------------------------------------------------------
     def neighbours(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(distances, positions) of the k nearest rows, each (n, k)."""
-        dist, pos = self.searcher.search(keys.cpu().numpy(), self.k)
+        """(distances, positions) of the k nearest rows, each (n, k), nearest first."""
+        return self.search(keys, self.k)
+
+    def search(self, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        dist, pos = self.searcher.search(keys.cpu().numpy(), k)
         return torch.from_numpy(dist), torch.from_numpy(pos)
 
     def knn_log_weights(self, dist: torch.Tensor) -> torch.Tensor:
@@ -282,12 +289,8 @@ class KNNLM:
     def interpolate(self, lm_logits: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """(n, vocab) log p = log(λ p_kNN + (1 - λ) p_LM), in log space."""
         lm = torch.log_softmax(lm_logits.double(), dim=-1)
-        if self.lmbda == 0.0:
-            return lm.float()
-        knn = self.knn_log_probs(keys, lm.shape[-1])
-        if self.lmbda == 1.0:
-            return knn.float()
-        return torch.logaddexp(knn + math.log(self.lmbda), lm + math.log1p(-self.lmbda)).float()
+        knn = self.knn_log_probs(keys, lm.shape[-1]) if self.lmbda > 0 else None
+        return _mix(knn, lm, self.lmbda).float()
 
     def log_probs(self, input_ids) -> torch.Tensor:
         """(batch, seq, vocab) interpolated log-probabilities of the next token at every position."""
@@ -300,33 +303,83 @@ class KNNLM:
     def perplexity(self, corpus, *, tokenizer=None, context: int = 512, stride: int | None = None,
                    progress: bool | None = None) -> float:
         """exp of the mean negative log-likelihood of every next token of the corpus."""
+        grid = self.perplexity_grid(corpus, tokenizer=tokenizer, context=context, stride=stride, progress=progress)
+        return grid["perplexity"][0].as_py()
+
+    def perplexity_grid(self, corpus, *, k=None, lmbda=None, temperature=None, tokenizer=None, context: int = 512,
+                        stride: int | None = None, progress: bool | None = None) -> pa.Table:
+        """Perplexity for every combination of k, λ and T, from one pass and one search.
+
+        The LM runs once and the datastore is searched once per position, for
+        the largest k; smaller k take the nearest of those. This is how λ, k
+        and T are tuned on validation text: a grid of 36 settings costs about
+        what one setting costs. Parameters left out take this model's value.
+
+        Returns
+        -------
+        pyarrow.Table with columns k, lmbda, temperature, perplexity, tokens;
+        one row per combination, in the order of the arguments.
+
+        Examples
+        --------
+        >>> grid = knnlm.perplexity_grid(val_ids, k=[8, 64], lmbda=[0.1, 0.25])  # doctest: +SKIP
+        >>> best = grid.sort_by("perplexity").slice(0, 1).to_pylist()[0]  # doctest: +SKIP
+        """
+        ks = _grid_values("k", [self.k] if k is None else k)
+        lambdas = _grid_values("lmbda", [self.lmbda] if lmbda is None else lmbda)
+        temps = _grid_values("temperature", [self.temperature] if temperature is None else temperature)
+        for value in ks:
+            check_k(value, len(self.values))
+        for value in lambdas:
+            if not 0.0 <= value <= 1.0:
+                raise InvalidInputError(f"lmbda must lie in [0, 1], got {value!r}")
+        if min(temps) <= 0:
+            raise InvalidInputError(f"temperature must be positive, got {min(temps)!r}")
         context, stride = _check_context(context, stride)
         docs = as_token_lists(corpus, tokenizer)
-        nll, count = 0.0, 0
+        search = max(lambdas) > 0
+        k_max = max(ks)
+        lm_parts, knn_parts = [], {(kk, t): [] for kk in ks for t in temps}
         for _, _, keys, logits, nxt in _positions(self.keyed, docs, context, stride, progress):
             target = torch.from_numpy(nxt)
-            lm = torch.log_softmax(logits.double(), dim=-1).gather(1, target[:, None])[:, 0]  # (n,)
-            if self.lmbda > 0:
-                dist, pos = self.neighbours(keys)
-                w = self.knn_log_weights(dist)
-                hit = self.values[pos] == target[:, None]  # (n, k)
-                knn = torch.logsumexp(w.masked_fill(~hit, -math.inf), dim=1)  # log p_kNN(target)
-                lm = torch.logaddexp(knn + math.log(self.lmbda), lm + math.log1p(-self.lmbda)) \
-                    if self.lmbda < 1 else knn
-            nll -= float(lm.sum())
-            count += len(target)
-        if count == 0:
+            lm_parts.append(torch.log_softmax(logits.double(), dim=-1).gather(1, target[:, None])[:, 0])
+            if not search:
+                continue
+            dist, pos = self.search(keys, k_max)
+            hit = self.values[pos] == target[:, None]  # (n, k_max)
+            for (kk, t), parts in knn_parts.items():
+                w = torch.log_softmax(-dist[:, :kk].double() / t, dim=1)
+                parts.append(torch.logsumexp(w.masked_fill(~hit[:, :kk], -math.inf), dim=1))  # log p_kNN(target)
+        if not lm_parts:
             raise InvalidInputError("the corpus has no document of two or more tokens")
-        return math.exp(nll / count)
+        lm = torch.cat(lm_parts)
+        rows = []
+        for kk in ks:
+            for lam in lambdas:
+                for t in temps:
+                    lp = _mix(torch.cat(knn_parts[kk, t]) if lam > 0 else None, lm, lam)
+                    rows.append({"k": kk, "lmbda": lam, "temperature": t,
+                                 "perplexity": math.exp(-float(lp.sum()) / len(lm)), "tokens": len(lm)})
+        return pa.Table.from_pylist(rows)
 
     # -- attribution ---------------------------------------------------------------------------
-    def explain(self, input_ids, position: int = -1, token: int | None = None) -> pa.Table:
+    def explain(self, input_ids, position: int = -1, token: int | None = None, *, tokenizer=None,
+                window: int = 8) -> pa.Table:
         """The datastore rows behind p_kNN of ``token`` (default: the predicted one) at ``position``.
 
-        One row per neighbour: rank, id, value (its next token), distance,
-        share (of p_kNN), supports (value == token), document and position of
-        the row in its corpus, memory_version. Join with ``mem.sql`` on id.
+        One row per neighbour, nearest first: rank, id, value (its next
+        token), distance, share (of p_kNN), supports (value == token),
+        document and position of the row in its corpus, memory_version, and
+        the text around it, read back from the datastore itself (a row's
+        value is the token after it, so a document's rows spell it out):
+        ``context_ids``, the ``window`` tokens up to and including the row's
+        position (what its key saw last), and ``continuation_ids``, the
+        ``window`` tokens from its value on. With ``tokenizer``, also
+        ``context`` and ``continuation`` as text. A document's first token is
+        no row's value and does not appear. Join with ``mem.sql`` on id.
         """
+        if not isinstance(window, int) or window < 1:
+            raise InvalidInputError(f"window must be a positive integer, got {window!r}")
         ids = torch.as_tensor(input_ids).reshape(1, -1)
         logits, keys = self.keyed(ids)
         key = keys[0, position][None]
@@ -334,17 +387,51 @@ class KNNLM:
             token = int(self.interpolate(logits[0, position][None], key)[0].argmax())
         dist, pos = self.neighbours(key)
         share = self.knn_log_weights(dist).exp()[0]
-        rows = self.mem.sql(f"SELECT id, document, position FROM samples WHERE id IN "
-                            f"({','.join(map(str, self.ids[pos[0].numpy()]))})").to_arrow_table()
-        where = {i: r for r, i in enumerate(rows["id"].to_pylist())}
-        order = [where[i] for i in self.ids[pos[0].numpy()]]
+        row_ids = self.ids[pos[0].numpy()]
         values = self.values[pos[0]].numpy()
-        return pa.table({
-            "rank": np.arange(self.k), "id": self.ids[pos[0].numpy()], "value": values,
-            "distance": dist[0].numpy(), "share": share.numpy(), "supports": values == token,
-            "document": rows["document"].take(pa.array(order)), "position": rows["position"].take(pa.array(order)),
-            "memory_version": np.full(self.k, self.memory_version),
-        })
+        out = pa.table({
+            "rank": np.arange(self.k), "id": row_ids, "value": values,
+            "distance": dist[0].numpy(), "share": share.numpy(), "supports": values == token})
+        where = self.mem.sql("SELECT n.rank, s.document, s.position FROM n JOIN samples s USING (id) ORDER BY n.rank",
+                             n=out.select(["rank", "id"])).to_arrow_table()
+        out = out.append_column("document", where["document"]).append_column("position", where["position"])
+        out = out.append_column("memory_version", pa.array(np.full(self.k, self.memory_version)))
+        before, after = self._text_around(out.select(["rank", "document", "position"]), window)
+        out = out.append_column("context_ids", before).append_column("continuation_ids", after)
+        if tokenizer is not None:
+            out = out.append_column("context", pa.array([tokenizer.decode(t) for t in before.to_pylist()]))
+            out = out.append_column("continuation", pa.array([tokenizer.decode(t) for t in after.to_pylist()]))
+        return out
+
+    def _text_around(self, rows: pa.Table, window: int) -> tuple[pa.Array, pa.Array]:
+        """Token ids before (up to and including ``position``) and after each row, from the rows' values.
+
+        Token t of a document is the value of its row at position t - 1.
+        """
+        text = self.mem.sql(f"""
+            SELECT n.rank, list(s.label ORDER BY s.position) FILTER (WHERE s.position < n.position) AS before,
+                   list(s.label ORDER BY s.position) FILTER (WHERE s.position >= n.position) AS after
+            FROM n JOIN samples s ON s.document = n.document
+                AND s.position BETWEEN n.position - {window} AND n.position + {window - 1}
+            GROUP BY n.rank ORDER BY n.rank""", n=rows).to_arrow_table()
+        return (pa.array([b or [] for b in text["before"].to_pylist()], pa.list_(pa.int64())),
+                pa.array([a or [] for a in text["after"].to_pylist()], pa.list_(pa.int64())))
+
+
+def _mix(knn: torch.Tensor | None, lm: torch.Tensor, lmbda: float) -> torch.Tensor:
+    """log(λ exp(knn) + (1 - λ) exp(lm)); λ = 0 returns ``lm`` itself, so the base LM is exact."""
+    if lmbda == 0.0:
+        return lm
+    if lmbda == 1.0:
+        return knn
+    return torch.logaddexp(knn + math.log(lmbda), lm + math.log1p(-lmbda))
+
+
+def _grid_values(name: str, values) -> list:
+    values = [values] if isinstance(values, (int, float)) else list(values)
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise InvalidInputError(f"{name} must be a number or a non-empty list of numbers, got {values!r}")
+    return values
 
 
 class KNNLogitsProcessor:
