@@ -231,21 +231,31 @@ class Memory:
         return {"version": last["version"][0].as_py(), **json.loads(last["details"][0].as_py())}
 
     def searcher(self, metric: str = "cosine", index: str = "auto", *, nprobes: int | None = None,
-                 refine_factor: int | None = None, device="auto"):
+                 refine_factor: int | None = None, device="auto", k: int = 10):
         """The exact or indexed search over this version, built once per handle and kept.
 
         ``index="auto"`` takes the ANN index when one exists for ``metric`` and
         the memory holds at least ``memstore.index.ANN_AUTO_ROWS`` rows;
-        ``"exact"`` and ``"ann"`` force a choice.
+        ``"exact"`` and ``"ann"`` force a choice. ``"ivf"`` builds an in-RAM
+        IVF with exact distances (:class:`memstore.ivf_search.IVFSearch`,
+        faiss), its ``nprobes`` tuned to recall@``k`` 0.95 unless given: the
+        fastest for large batches with large k (the kNN-LM).
         """
         from .index import ANN_AUTO_ROWS
         from .search import ExactSearch, IndexedSearch, check_metric
 
         check_metric(metric)
-        if index not in ("auto", "exact", "ann"):
-            raise InvalidInputError(f"index must be 'auto', 'exact' or 'ann', got {index!r}")
+        if index not in ("auto", "exact", "ann", "ivf"):
+            raise InvalidInputError(f"index must be 'auto', 'exact', 'ann' or 'ivf', got {index!r}")
         if not len(self):
             raise InvalidInputError(f"the memory at version {self.version} holds no rows to search")
+        if index == "ivf":
+            from .ivf_search import IVFSearch
+
+            key = (metric, "ivf", nprobes, k)
+            if key not in self._searchers:
+                self._searchers[key] = IVFSearch(self.samples.vectors, metric, nprobes=nprobes, k=k)
+            return self._searchers[key]
         info = self.index_info() if index != "exact" else None
         if index == "ann" and (info is None or info["metric"] != metric):
             have = "no index" if info is None else f"an index for metric {info['metric']!r}"
@@ -271,7 +281,7 @@ class Memory:
 
         Distances: cosine 1 - cos, dot 1 - q.x, l2 squared euclidean (as LanceDB).
         """
-        searcher = self.searcher(metric, index, nprobes=nprobes, refine_factor=refine_factor)
+        searcher = self.searcher(metric, index, nprobes=nprobes, refine_factor=refine_factor, k=k)
         dist, pos = searcher.search(queries, k)
         nq, k = pos.shape
         return pa.table({

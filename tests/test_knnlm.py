@@ -182,3 +182,13 @@ def test_float16_keys_halve_the_datastore_and_keep_its_perplexity(tmp_path, gpt2
     np.testing.assert_allclose(half.samples.vectors, full.samples.vectors, rtol=1e-3, atol=1e-3)
     ppl = [KNNLM(gpt2, m, k=8, lmbda=0.5, temperature=1.0).perplexity([corpus[1]], context=16) for m in (full, half)]
     assert ppl[1] == pytest.approx(ppl[0], rel=1e-2)
+
+
+def test_ivf_index_gives_the_exact_perplexity_when_it_finds_the_neighbours(mem, gpt2, corpus):
+    pytest.importorskip("faiss")
+    build_datastore(mem, gpt2, corpus[:1], context=64)
+    exact = KNNLM(gpt2, mem, k=8, lmbda=0.5, temperature=1.0, index="exact")
+    ivf = KNNLM(gpt2, mem, k=8, lmbda=0.5, temperature=1.0, index="ivf")
+    assert ivf.searcher.recall == 1.0
+    assert ivf.perplexity([corpus[1]], context=16) == pytest.approx(exact.perplexity([corpus[1]], context=16),
+                                                                    rel=1e-5)

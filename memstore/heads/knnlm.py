@@ -244,7 +244,9 @@ class KNNLM:
     lmbda : λ, the weight of p_kNN, in [0, 1].
     temperature : T in exp(-d / T).
     metric : distance of keys, ``"l2"`` (squared euclidean, the paper's), ``"cosine"`` or ``"dot"``.
-    index : ``"auto"``, ``"exact"`` or ``"ann"`` (the memory's ANN index).
+    index : ``"auto"``, ``"exact"``, ``"ann"`` (the memory's LanceDB index) or
+        ``"ivf"`` (an in-RAM IVF with exact distances, tuned to recall@k 0.95:
+        the fastest for large datastores, see benchmarks/bench_knnlm.py).
     """
 
     def __init__(self, model, mem, k: int = 1024, lmbda: float = 0.25, temperature: float = 1.0,
@@ -262,7 +264,7 @@ class KNNLM:
         check_k(k, len(samples))
         self.values = torch.from_numpy(samples.labels.to_numpy(zero_copy_only=False).astype(np.int64))  # (n,)
         self.ids = samples.ids
-        self.searcher = mem.searcher(metric, index)
+        self.searcher = mem.searcher(metric, index, k=k)
         self.memory_version = mem.version
 
     # -- distributions ----------------------------------------------------------------------
