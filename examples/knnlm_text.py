@@ -111,7 +111,8 @@ def load_or_train(train_docs, val_docs, minutes: float):
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     if (CACHE / "model.safetensors").exists():
-        return PreTrainedTokenizerFast.from_pretrained(CACHE), GPT2LMHeadModel.from_pretrained(CACHE).eval(), None
+        log = json.loads((CACHE / "train_log.json").read_text())
+        return PreTrainedTokenizerFast.from_pretrained(CACHE), GPT2LMHeadModel.from_pretrained(CACHE).eval(), log
     tokenizer = train_tokenizer([d.text for d in train_docs], vocab_size=VOCAB)
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=CONTEXT, n_embd=256, n_layer=4, n_head=4,
@@ -206,8 +207,9 @@ def report(out: dict) -> str:
     tok = out["tokens"]
     lines = [
         "# kNN-LM on Wikipedia, and on news it never saw", "",
-        f"GPT-2, {out['params_m']}M parameters, trained here for {len(out['train_log'] or []) * 100 or '(cached)'} "
-        f"steps on the training articles. Tokens: Wikipedia train/validation/test {tok['wikipedia/train']:,} / "
+        f"GPT-2, {out['params_m']}M parameters, trained here for {out['train_log'][-1]['step']} steps of "
+        f"16 x {CONTEXT} tokens on the training articles (validation perplexity at the end of training "
+        f"{out['train_log'][-1]['val_ppl']}, on its first 16,384 tokens). Tokens: Wikipedia train/validation/test {tok['wikipedia/train']:,} / "
         f"{tok['wikipedia/validation']:,} / {tok['wikipedia/test']:,}; Lee news {tok['lee/train']:,} / "
         f"{tok['lee/validation']:,} / {tok['lee/test']:,}. Datastore: {out['datastore']['rows']:,} x "
         f"{out['datastore']['dim']} (the training articles, built in {out['datastore']['build_s']} s), then "

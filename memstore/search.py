@@ -10,6 +10,9 @@ Two searchers with one interface, ``search(queries, k, exclude=None) ->
 - :class:`IndexedSearch` asks a LanceDB ANN index (see ``Memory.create_index``)
   for candidates and lets Lance re-rank them exactly (``refine_factor``).
 
+A third, :class:`memstore.ivf_search.IVFSearch`, partitions the vectors in
+RAM (faiss) for large batches with large k, such as a kNN-LM's.
+
 Distances follow LanceDB's conventions, so both searchers agree:
 ``cosine``: 1 - cos(q, x); ``dot``: 1 - q.x; ``l2``: squared euclidean
 distance. Smaller is nearer. Results are sorted by (distance, position), so

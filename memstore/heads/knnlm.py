@@ -324,8 +324,11 @@ class KNNLM:
 
         Examples
         --------
-        >>> grid = knnlm.perplexity_grid(val_ids, k=[8, 64], lmbda=[0.1, 0.25])  # doctest: +SKIP
-        >>> best = grid.sort_by("perplexity").slice(0, 1).to_pylist()[0]  # doctest: +SKIP
+        Tune on validation text, then score test text with the best setting
+        (``examples/knnlm_text.py`` does this)::
+
+            grid = knnlm.perplexity_grid(val_ids, k=[8, 64, 1024], lmbda=[0.1, 0.25, 0.5])
+            best = min(grid.to_pylist(), key=lambda row: row["perplexity"])
         """
         ks = _grid_values("k", [self.k] if k is None else k)
         lambdas = _grid_values("lmbda", [self.lmbda] if lmbda is None else lmbda)
