@@ -292,6 +292,19 @@ class Memory:
             "label": self.samples.labels.take(pa.array(pos.ravel())),
         })
 
+    def neighbors_as_context(self, queries=None, k: int = 4, *, ids=None, exclude_self: bool = True,
+                             metric: str = "cosine", index: str = "auto"):
+        """The k nearest rows' embeddings per query as a (batch, k, dim) tensor, with their ids.
+
+        For conditioning a generative model by cross-attention; ``ids=`` takes
+        rows of this memory as queries and leaves each one's own row out. See
+        :mod:`memstore.conditioning` (and its ``NeighbourCollate`` for DataLoaders).
+        """
+        from .conditioning import neighbors_as_context
+
+        return neighbors_as_context(self, queries, k, ids=ids, exclude_self=exclude_self, metric=metric,
+                                    index=index)
+
     def create_index(self, index_type: str = "IVF_PQ", metric: str = "cosine", *,
                      num_partitions: int | None = None, num_sub_vectors: int | None = None,
                      target_recall: float = 0.95, k: int = 10, sample: int = 200,
