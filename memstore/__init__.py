@@ -27,7 +27,8 @@ __version__ = "0.1.0"
 # The heads import torch and scikit-learn, which take seconds to load: load
 # them on first use so that `import memstore` (and every CLI call) stays fast.
 _LAZY = {"KNNClassifier": "memstore.heads.knn", "KNNLM": "memstore.heads.knnlm",
-         "KNNLogitsProcessor": "memstore.heads.knnlm", "build_datastore": "memstore.heads.knnlm"}
+         "KNNLogitsProcessor": "memstore.heads.knnlm", "build_datastore": "memstore.heads.knnlm",
+         "ResMem": "memstore.heads.resmem"}
 
 
 def __getattr__(name):
@@ -43,6 +44,7 @@ __all__ = [
     "KNNClassifier",
     "KNNLM",
     "KNNLogitsProcessor",
+    "ResMem",
     "build_datastore",
     "Memory",
     "WriteResult",
