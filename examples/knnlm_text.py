@@ -142,9 +142,9 @@ def tune_and_test(knnlm, val, test, label: str) -> dict:
     return out
 
 
-def distance_quantiles(knnlm, docs, tokenizer_free_ids) -> dict:
+def distance_quantiles(knnlm, docs: list[np.ndarray]) -> dict:
     """Squared L2 distance of the 1st, 8th, 64th and 1024th neighbour (medians): the scale T works on."""
-    x = torch.from_numpy(np.concatenate(tokenizer_free_ids)[:CONTEXT])[None]
+    x = torch.from_numpy(np.concatenate(docs)[:CONTEXT])[None]
     _, keys = knnlm.keyed(x)
     dist, _ = knnlm.search(keys[0], max(KS))
     return {f"d{k}": round(float(dist[:, k - 1].median()), 2) for k in (1, 8, 64, 1024)}
@@ -176,7 +176,7 @@ def main() -> None:
         mem.tag("wikipedia")
         print(out["datastore"], flush=True)
         knnlm = memstore.KNNLM(model, mem, k=max(KS))
-        out["distances"] = distance_quantiles(knnlm, wiki["validation"], wiki_ids["validation"])
+        out["distances"] = distance_quantiles(knnlm, wiki_ids["validation"])
         print("distances", out["distances"], flush=True)
         out["wikipedia"] = tune_and_test(knnlm, wiki_ids["validation"], wiki_ids["test"], "wikipedia")
 

@@ -75,7 +75,6 @@ class IVFSearch:
         self.nlist = nlist or max(1, min(n // TRAIN_ROWS_PER_LIST, round(math.sqrt(n))))
         if not isinstance(self.nlist, int) or not 1 <= self.nlist <= n:
             raise InvalidInputError(f"nlist must be an integer in 1..{n} (rows), got {nlist!r}")
-        self._norms = None
         if metric == "cosine":
             norms = np.linalg.norm(x, axis=1, keepdims=True)
             x = x / np.where(norms > 0, norms, 1)
@@ -120,7 +119,7 @@ class IVFSearch:
             drop = pos == exclude[:, None]
             keep = np.argsort(drop, axis=1, kind="stable")[:, :k]  # the excluded row moves last
             scores, pos = np.take_along_axis(scores, keep, 1), np.take_along_axis(pos, keep, 1)
-        dist = self._distances(scores, q)
+        dist = self._distances(scores)
         short = (pos < 0).any(axis=1)
         if short.any():  # too few rows in the probed partitions
             d, p = self._exact.search(q[short], k, None if exclude is None else exclude[short])
@@ -133,7 +132,7 @@ class IVFSearch:
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         return np.ascontiguousarray(q / np.where(norms > 0, norms, 1))
 
-    def _distances(self, scores: np.ndarray, q: np.ndarray) -> np.ndarray:
+    def _distances(self, scores: np.ndarray) -> np.ndarray:
         if self.metric == "l2":
             return np.maximum(scores, 0)  # faiss gives squared L2 already
         return 1.0 - scores  # cosine: 1 - cos; dot: 1 - q.x

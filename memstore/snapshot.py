@@ -24,6 +24,7 @@ from .schema import (
     STATE_TABLE,
     TAGS_TABLE,
     TAXONOMY_TABLE,
+    VECTOR_DTYPES,
     state_schema,
 )
 from .versioning import Head, Store
@@ -127,7 +128,8 @@ class Snapshot:
         """``"float32"`` or ``"float16"``: the stored type of the vectors."""
         if not self.has_samples:
             return None
-        return {"float": "float32", "halffloat": "float16"}[str(self.data.schema.field("vector").type.value_type)]
+        stored = self.data.schema.field("vector").type.value_type
+        return next(name for name, arrow_type in VECTOR_DTYPES.items() if arrow_type == stored)
 
     @property
     def label_type(self) -> pa.DataType | None:

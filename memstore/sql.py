@@ -48,11 +48,7 @@ class VersionSQL:
         e.g. ``{"explained": clf.explain(Q)}``.
         """
         check_read_only(query)
-        full = _needs_data(self._parser, query, _data_only_columns(self.snapshot))
-        # float16 vectors are read (widened) only by queries that name them
-        full = full and (2 if self.snapshot.vector_dtype == "float32"
-                         or _needs_data(self._parser, query, {"vector", "samples"}) else 1)
-        con = self._connection(full)
+        con = self._connection(self._view_level(query))
         for name, table in (tables or {}).items():
             if name.lower() in RESERVED_NAMES:
                 raise InvalidInputError(
@@ -60,6 +56,15 @@ class VersionSQL:
                     f"tables are {sorted(RESERVED_NAMES)}; pick another name")
             con.register(name, table)
         return con.sql(query)
+
+    def _view_level(self, query: str) -> int:
+        """The ``samples`` view a query needs: 0 state, 1 with provenance, 2 with vectors too."""
+        if not _needs_data(self._parser, query, _data_only_columns(self.snapshot)):
+            return 0
+        if self.snapshot.vector_dtype == "float32":
+            return 2  # float32 vectors come with the data table at no extra cost
+        # float16 vectors are read (widened) only by queries that name them
+        return 2 if _needs_data(self._parser, query, {"vector", "samples"}) else 1
 
     def _connection(self, full: int) -> duckdb.DuckDBPyConnection:
         if full not in self._connections:

@@ -161,8 +161,8 @@ class ResMem(BaseEstimator):
         self.residuals_ = np.asarray(table["residual"].combine_chunks().flatten()).reshape(table.num_rows, -1)
         self.ids_ = mem.samples.ids
         self.memory_version_ = mem.version
+        check_k(self.k, len(self.ids_))  # before a searcher (an index="ivf" one) is built for nothing
         self._searcher = mem.searcher(self.metric, self.index, k=self.k)
-        check_k(self.k, len(self.ids_))
 
     # -- predicting ----------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -181,6 +181,10 @@ class ResMem(BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """f(x) + Σ w_i r_i: (n, classes) scores, or (n, outputs) predictions for regression."""
         base, w, pos, _ = self._parts(X)
+        return self._corrected(base, w, pos)
+
+    def _corrected(self, base: np.ndarray, w: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """f(x) + Σ_i w_i r_i over each query's neighbours."""
         return base + np.einsum("nk,nkc->nc", w, self.residuals_[pos])
 
     def predict_proba(self, X) -> np.ndarray:
@@ -212,7 +216,7 @@ class ResMem(BaseEstimator):
         up to ResMem(x) - f(x) there. Join with ``mem.sql`` on id.
         """
         base, w, pos, dist = self._parts(X)
-        scores = base + np.einsum("nk,nkc->nc", w, self.residuals_[pos])
+        scores = self._corrected(base, w, pos)
         col = scores.argmax(axis=1) if self.task == "classification" else np.zeros(len(scores), np.int64)
         contribution = w * self.residuals_[pos, col[:, None]]
         n, k = pos.shape
