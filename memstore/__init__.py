@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 # them on first use so that `import memstore` (and every CLI call) stays fast.
 _LAZY = {"KNNClassifier": "memstore.heads.knn", "KNNLM": "memstore.heads.knnlm",
          "KNNLogitsProcessor": "memstore.heads.knnlm", "build_datastore": "memstore.heads.knnlm",
-         "ResMem": "memstore.heads.resmem"}
+         "ResMem": "memstore.heads.resmem", "RACClassifier": "memstore.heads.rac"}
 
 
 def __getattr__(name):
@@ -45,6 +45,7 @@ __all__ = [
     "KNNLM",
     "KNNLogitsProcessor",
     "ResMem",
+    "RACClassifier",
     "build_datastore",
     "Memory",
     "WriteResult",

