@@ -1,15 +1,17 @@
 """RAC on a long-tailed Fashion-MNIST: base alone, kNN alone, and the two fused.
 
 The long-tailed training set (our own construction, in the manner of CIFAR-LT):
-class c of Fashion-MNIST, in its index order (0 T-shirt/top ... 9 Ankle boot),
-keeps n_c = round(5000 * 100^(-c/9)) of its training images, a seeded random
-choice: 5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50; imbalance 100,
-12,506 images. A balanced validation set takes 500 other training images of
-every class, and the balanced test set is Fashion-MNIST's 10,000 test images.
-Groups, by training images: many-shot > 1000 (classes 0-3), medium-shot
-200-1000 (4-6), few-shot < 200 (7-9).
+the class of rank r keeps n_r = round(5000 * 100^(-r/9)) of its training
+images, a seeded random choice: 5000, 2997, 1797, 1077, 646, 387, 232, 139, 83,
+50; imbalance 100, 12,408 images. Two rankings are run, because Fashion-MNIST's
+classes differ in difficulty and a single ranking confounds the shot groups
+with it: the index order (0 T-shirt/top is the head, 9 Ankle boot the tail)
+and the reverse. A balanced validation set takes 500 other training images
+of every class; the balanced test set is Fashion-MNIST's 10,000 test images.
+Groups, by training images: many-shot > 1000 (4 classes), medium-shot
+200-1000 (3), few-shot < 200 (3).
 
-What is compared, all trained here on the CPU:
+What is compared, all trained here on the CPU, each over --seeds seeds:
 
 * **base alone**: a small CNN on the pixels (``SmallCNN`` of resmem_fashion.py),
   AdamW with a cosine schedule, the same epochs and loss as RAC;
@@ -19,14 +21,15 @@ What is compared, all trained here on the CPU:
 * **RAC**: ``memstore.RACClassifier``, the same CNN as base branch, the same
   memory read by the retrieval branch (k=16, each training row left out of its
   own neighbours), trained end to end; with the label read as a learned token,
-  and as text through all-MiniLM-L6-v2.
+  and as text through all-MiniLM-L6-v2. Also reported: what each of RAC's two
+  branches alone would predict (``rac.decision_parts``).
 
 Each is trained with cross-entropy and with the logit-adjusted loss (τ=1).
 Last, **a memory that grows after training**: 500 more images of each
-few-shot class are added to the memory, and the fitted RAC reads the new
+few-shot class are added to the memory, and the fitted RACs read the new
 version (``rac.use_memory``) without retraining.
 
-    python examples/rac_fashion_lt.py [--epochs 20]
+    python examples/rac_fashion_lt.py [--epochs 20] [--seeds 2]   # about 40 minutes
 
 Results: examples/results/rac_fashion_lt.{md,json}.
 """
@@ -55,18 +58,23 @@ N_MAX, IMBALANCE, VAL_PER_CLASS, GROWTH = 5000, 100, 500, 500
 GROUPS = {"many": lambda n: n > 1000, "medium": lambda n: 200 <= n <= 1000, "few": lambda n: n < 200}
 
 
-def long_tail_split(labels: np.ndarray, seed: int = 0):
-    """(LT train, balanced validation, spare) indices into the training set, and the class sizes."""
+def long_tail_split(labels: np.ndarray, ranking: list[int], seed: int = 0):
+    """(LT train, balanced validation, spare) indices into the training set, and the class sizes.
+
+    ``ranking[r]`` is the class of rank r (rank 0 keeps the most images).
+    """
     rng = np.random.default_rng(seed)
-    n_classes = int(labels.max()) + 1
-    sizes = [round(N_MAX * IMBALANCE ** (-c / (n_classes - 1))) for c in range(n_classes)]
+    n_classes = len(ranking)
+    sizes = np.empty(n_classes, np.int64)
+    for r, c in enumerate(ranking):
+        sizes[c] = round(N_MAX * IMBALANCE ** (-r / (n_classes - 1)))
     train, val, spare = [], [], []
-    for c, n in enumerate(sizes):
+    for c in range(n_classes):
         rows = rng.permutation(np.flatnonzero(labels == c))
-        train.append(rows[:n])
+        train.append(rows[:sizes[c]])
         val.append(rows[-VAL_PER_CLASS:])
-        spare.append(rows[n:-VAL_PER_CLASS])
-    return np.concatenate(train), np.concatenate(val), spare, np.array(sizes)
+        spare.append(rows[sizes[c]:-VAL_PER_CLASS])
+    return np.concatenate(train), np.concatenate(val), spare, sizes
 
 
 def group_accuracy(pred: np.ndarray, truth: np.ndarray, sizes: np.ndarray) -> dict:
@@ -117,111 +125,151 @@ def knn_alone(mem, val_q, val_y, test_q, class_names) -> tuple[dict, np.ndarray]
             grid.append({"k": k, "voting": voting, "validation": float((clf.predict(val_q) == names[val_y]).mean())})
     best = max(grid, key=lambda r: r["validation"])
     clf = memstore.KNNClassifier(k=best["k"], voting=best["voting"]).fit(mem)
-    index = {n: i for i, n in enumerate(class_names)}
-    return {"grid": grid, "best": best}, np.array([index[p] for p in clf.predict(test_q)])
+    return {"grid": grid, "best": best}, predicted_indices(clf, None, test_q, {n: i for i, n in enumerate(class_names)})
 
 
-def rac_predict(rac, X, queries, index: dict) -> np.ndarray:
-    return np.array([index[p] for p in rac.predict(X, queries=np.asarray(queries))])
+def predicted_indices(head, X, queries, index: dict) -> np.ndarray:
+    """Class indices predicted by a RAC (X: its base input) or a kNN head (X is None)."""
+    names = head.predict(queries) if X is None else head.predict(X, queries=queries)
+    return np.array([index[p] for p in names])
+
+
+class Data:
+    """Fashion-MNIST as the runs read it: pixels for the CNNs, cached EfficientNet-Lite0 features."""
+
+    def __init__(self):
+        train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+        self.names = list(train.class_names)
+        self.named = np.asarray(self.names)  # RAC's classes are the memory's labels: rows can support a class
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.uris = train.uris
+        self.X, self.y = as_input(train.images), train.labels
+        self.X_test, self.y_test = as_input(test.images), test.labels
+        self.feats = np.asarray(effnet_features("train", train.images, 60_000))
+        self.test_feats = np.asarray(effnet_features("test", test.images, 10_000))
+
+
+def run(data: Data, ranking: list[int], seeds: int, epochs: int, text_encoder, explain: bool) -> dict:
+    """Every model of the comparison on one long-tailed split, each training seed in turn."""
+    d = data
+    lt, val, spare, sizes = long_tail_split(d.y, ranking)
+    mem = memstore.open(tempfile.mkdtemp(prefix="rac-") + "/fashion-lt.mem")
+    ids = mem.add(d.feats[lt], d.named[d.y[lt]], provenance={"uri": [d.uris[i] for i in lt], "split": "train-lt"},
+                  message="long-tailed Fashion-MNIST, EfficientNet-Lite0 features").ids
+    mem.tag("lt")
+    # the memory after training: more images of the few-shot classes (the models read it with no retraining)
+    few = [c for c in range(10) if GROUPS["few"](sizes[c])]
+    extra = np.concatenate([spare[c][:GROWTH] for c in few])
+    mem.add(d.feats[extra], d.named[d.y[extra]], provenance={"uri": [d.uris[i] for i in extra], "split": "extra"},
+            message=f"{GROWTH} more images of each few-shot class")
+    mem.tag("grown")
+    out = {"sizes": sizes.tolist(), "rows": {}}
+
+    def report(name: str, pred: np.ndarray, seconds: float = 0.0, **extra) -> None:
+        row = {**group_accuracy(pred, d.y_test, sizes), "seconds": seconds, **extra}
+        out["rows"].setdefault(name, []).append(row)
+        print(f"  {name}: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in row.items() if k in ("all", *GROUPS))
+              + (f" ({seconds:.0f} s)" if seconds else ""), flush=True)
+
+    t = time.perf_counter()
+    knn, pred = knn_alone(mem.at("lt"), d.feats[val], d.y[val], d.test_feats, d.names)
+    report("kNN alone (EfficientNet-Lite0 memory)", pred, time.perf_counter() - t, choice=knn["best"])
+    out["knn_grid"] = knn["grid"]
+    knn_grown = memstore.KNNClassifier(k=knn["best"]["k"], voting=knn["best"]["voting"]).fit(mem.at("grown"))
+    report(f"kNN alone, memory + {GROWTH}/few-shot class", predicted_indices(knn_grown, None, d.test_feats, d.index))
+    for seed in range(seeds):
+        for tau in (0.0, 1.0):
+            loss = "CE" if tau == 0 else "logit-adjusted"
+            t = time.perf_counter()
+            base = train_base(d.X[lt], d.y[lt], epochs, tau, seed=seed)
+            report(f"base alone (CNN), {loss}", predict_base(base, d.X_test), time.perf_counter() - t)
+            for label_as, encoder in (("label token", None), ("label text", text_encoder)):
+                name = f"RAC ({label_as}), {loss}"
+                t = time.perf_counter()
+                rac = memstore.RACClassifier(mem.at("lt"), base_model=SmallCNN(), k=16, text_encoder=encoder,
+                                             logit_adjustment=tau, epochs=epochs, random_state=seed)
+                rac.fit(d.X[lt], d.named[d.y[lt]], queries=d.feats[lt], memory_ids=ids)
+                report(name, predicted_indices(rac, d.X_test, d.test_feats, d.index), time.perf_counter() - t,
+                       final_loss=rac.history_[-1], scale=float(rac.model_.log_scale.detach().exp()))
+                base_part, retrieval_part = rac.decision_parts(d.X_test, queries=d.test_feats)
+                report(f"{name}: its base branch alone", base_part.argmax(1))
+                report(f"{name}: its retrieval branch alone", retrieval_part.argmax(1))
+                if explain and seed == 0 and tau == 1.0 and label_as == "label text":
+                    out["explain_example"] = explain_one(d, rac, base, few[-1])
+                rac.use_memory(mem.at("grown"))
+                report(f"{name}, memory + {GROWTH}/few-shot class, not retrained",
+                       predicted_indices(rac, d.X_test, d.test_feats, d.index))
+    return out
+
+
+def explain_one(d: Data, rac, base, rarest: int) -> dict:
+    """The rows behind one test prediction: the first image of the rarest class that RAC gets
+    right and the base alone does not."""
+    base_pred = predict_base(base, d.X_test)
+    right = predicted_indices(rac, d.X_test, d.test_feats, d.index) == d.y_test
+    candidates = np.flatnonzero((d.y_test == rarest) & right & (base_pred != d.y_test))
+    query = int(candidates[0] if len(candidates) else np.flatnonzero(d.y_test == rarest)[0])
+    why = rac.explain(d.X_test[query:query + 1], queries=d.test_feats[query:query + 1])
+    why = why.sort_by([("share", "descending")]).slice(0, 5)
+    return {"test_image": query, "true": d.names[d.y_test[query]], "base_alone": d.names[base_pred[query]],
+            "rows": why.to_pylist()}
+
+
+def summary(rows: list[dict]) -> dict:
+    """Mean and spread (max - min) over seeds of each accuracy."""
+    return {g: (float(np.mean([r[g] for r in rows])), float(np.ptp([r[g] for r in rows]))) for g in ("all", *GROUPS)}
+
+
+def markdown(results: dict) -> str:
+    lines = ["# RAC on long-tailed Fashion-MNIST", "",
+             f"Imbalance {IMBALANCE}: training images per class rank {', '.join(map(str, results['sizes_by_rank']))}; "
+             f"balanced test set, 1,000 images a class. {results['epochs']} epochs for every trained model; "
+             f"mean over {results['seeds']} training seeds (± half the range). Test accuracy:", ""]
+    for order, run_out in results["orders"].items():
+        head = [n for n, c in zip(results["names"], run_out["sizes"]) if c > 1000]
+        few = [n for n, c in zip(results["names"], run_out["sizes"]) if c < 200]
+        lines += [f"## Ranking: {order} (many-shot: {', '.join(head)}; few-shot: {', '.join(few)})", "",
+                  "| model | all | many-shot | medium-shot | few-shot |", "|---|---|---|---|---|"]
+        for name, rows in run_out["rows"].items():
+            cells = [f"{100 * m:.2f} ± {50 * r:.2f}" if len(rows) > 1 else f"{100 * m:.2f}"
+                     for m, r in summary(rows).values()]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        knn = run_out["rows"]["kNN alone (EfficientNet-Lite0 memory)"][0]["choice"]
+        lines += ["", f"kNN alone: k={knn['k']}, voting {knn['voting']}, chosen on validation "
+                      f"({100 * knn['validation']:.2f}%).", ""]
+    ex = results["orders"]["index"].get("explain_example")
+    if ex:
+        lines += [f"Why RAC (label text, logit-adjusted; index ranking) says what it says about test image "
+                  f"{ex['test_image']} (true class {ex['true']}; the base alone says {ex['base_alone']}): the five "
+                  "rows of the largest share (`rac.explain`). share: the row's part of the retrieval branch's "
+                  "logit; if forgotten: the change of the fused logit were the row gone from the memory.", "",
+                  "| rank | id | label | distance | share | if forgotten | predicted | base part | retrieval part |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in ex["rows"]:
+            lines.append(f"| {r['rank']} | {r['id']} | {r['label']} | {r['distance']:.3f} | {r['share']:+.3f} | "
+                         f"{-r['contribution']:+.3f} | {r['predicted']} | {r['base_part']:.2f} | "
+                         f"{r['retrieval_part']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    train_all, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-    names = list(train_all.class_names)
-    lt, val, spare, sizes = long_tail_split(train_all.labels)
-    feats, test_feats = effnet_features("train", train_all.images, 60_000), effnet_features("test", test.images, 10_000)
-    X, y = as_input(train_all.images), train_all.labels
-    X_test, y_test = as_input(test.images), test.labels
-    named = np.asarray(names)  # RAC's classes are the memory's labels: rows can then support a class
-    index = {n: i for i, n in enumerate(names)}
-    print("class sizes", sizes.tolist(), "train", len(lt), flush=True)
-
-    mem = memstore.open(tempfile.mkdtemp(prefix="rac-") + "/fashion-lt.mem")
-    ids = mem.add(np.asarray(feats[lt]), [names[c] for c in y[lt]],
-                  provenance={"uri": [train_all.uris[i] for i in lt], "split": "train-lt"},
-                  message="long-tailed Fashion-MNIST, EfficientNet-Lite0 features").ids
-    mem.tag("lt")
-    results = {"sizes": sizes.tolist(), "epochs": args.epochs, "rows": {}}
-
-    def report(name: str, pred: np.ndarray, seconds: float, **extra) -> None:
-        row = {**group_accuracy(pred, y_test, sizes), "seconds": seconds, **extra}
-        results["rows"][name] = row
-        print(f"{name}: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in row.items() if k in ("all", *GROUPS))
-              + f" ({seconds:.0f} s)", flush=True)
-
-    t = time.perf_counter()
-    knn, pred = knn_alone(mem, np.asarray(feats[val]), y[val], np.asarray(test_feats), names)
-    report("kNN alone (EfficientNet-Lite0 memory)", pred, time.perf_counter() - t, choice=knn["best"])
-    results["knn_grid"] = knn["grid"]
-
+    data = Data()
     text_encoder = sentence_transformer(device="cpu")
-    fitted = {}
-    for tau in (0.0, 1.0):
-        loss = "CE" if tau == 0 else "logit-adjusted"
-        t = time.perf_counter()
-        base = train_base(X[lt], y[lt], args.epochs, tau)
-        report(f"base alone (CNN), {loss}", predict_base(base, X_test), time.perf_counter() - t)
-        for label_as, encoder in (("label token", None), ("label text", text_encoder)):
-            t = time.perf_counter()
-            rac = memstore.RACClassifier(mem, base_model=SmallCNN(), k=16, text_encoder=encoder,
-                                         logit_adjustment=tau, epochs=args.epochs)
-            rac.fit(X[lt], named[y[lt]], queries=np.asarray(feats[lt]), memory_ids=ids)
-            report(f"RAC ({label_as}), {loss}", rac_predict(rac, X_test, test_feats, index),
-                   time.perf_counter() - t, final_loss=rac.history_[-1], scale=float(rac.model_.log_scale.detach().exp()))
-            fitted[(tau, label_as)] = rac
-
-    # a memory that grows after training: more images of the few-shot classes, no retraining
-    few = [c for c in range(10) if GROUPS["few"](sizes[c])]
-    extra = np.concatenate([spare[c][:GROWTH] for c in few])
-    mem.add(np.asarray(feats[extra]), [names[c] for c in y[extra]],
-            provenance={"uri": [train_all.uris[i] for i in extra], "split": "train-extra"},
-            message=f"{GROWTH} more images of each few-shot class")
-    for (tau, label_as), rac in fitted.items():
-        loss = "CE" if tau == 0 else "logit-adjusted"
-        rac.use_memory(mem)
-        report(f"RAC ({label_as}), {loss}, memory + {GROWTH}/few-shot class, not retrained",
-               rac_predict(rac, X_test, test_feats, index), 0.0)
-    knn_grown = memstore.KNNClassifier(k=knn["best"]["k"], voting=knn["best"]["voting"]).fit(mem)
-    report(f"kNN alone, memory + {GROWTH}/few-shot class", np.array([index[p] for p in knn_grown.predict(
-        np.asarray(test_feats))]), 0.0)
-
-    # attribution: the rows behind one few-shot test prediction
-    rac = fitted[(1.0, "label text")]
-    # the first test image of the rarest class that RAC gets right and the base alone does not
-    base_pred = predict_base(base, X_test)
-    right = rac_predict(rac, X_test, test_feats, index) == y_test
-    candidates = np.flatnonzero((y_test == few[-1]) & right & (base_pred != y_test))
-    query = int(candidates[0] if len(candidates) else np.flatnonzero(y_test == few[-1])[0])
-    why = rac.explain(X_test[query:query + 1], queries=np.asarray(test_feats[query:query + 1]))
-    why = why.sort_by([("share", "descending")]).slice(0, 5)
-    results["explain_example"] = {"test_image": query, "true": names[y_test[query]],
-                                  "base_alone": names[base_pred[query]], "rows": why.to_pylist()}
-
+    results = {"epochs": args.epochs, "seeds": args.seeds, "names": data.names, "orders": {},
+               "sizes_by_rank": [round(N_MAX * IMBALANCE ** (-r / 9)) for r in range(10)]}
+    for order, ranking in (("index", list(range(10))), ("reversed", list(range(9, -1, -1)))):
+        print(f"ranking {order}", flush=True)
+        results["orders"][order] = run(data, ranking, args.seeds, args.epochs, text_encoder, explain=order == "index")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "rac_fashion_lt.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    lines = ["# RAC on long-tailed Fashion-MNIST", "",
-             f"Training images per class (index order): {', '.join(map(str, sizes))} (imbalance {IMBALANCE}); "
-             f"balanced test set, 1,000 images a class. {args.epochs} epochs for every trained model.", "",
-             "| model | all | many-shot | medium-shot | few-shot |", "|---|---|---|---|---|"]
-    for name, row in results["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * row[g]:.2f}%" for g in ("all", *GROUPS)) + " |")
-    lines += ["", f"kNN alone: k={knn['best']['k']}, voting {knn['best']['voting']} (validation "
-                  f"{100 * knn['best']['validation']:.2f}%).", "",
-              f"Why RAC (label text, logit-adjusted) says what it says about test image {query} "
-              f"(true class {names[y_test[query]]}; the base alone says {names[base_pred[query]]}), the five rows of the largest share (``rac.explain``; share: the "
-              "row's part of the retrieval logit; if forgotten: the change of the fused logit were the row "
-              "forgotten):", "",
-              "| rank | id | label | distance | share | if forgotten | predicted | base part | retrieval part |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in results["explain_example"]["rows"]:
-        lines.append(f"| {r['rank']} | {r['id']} | {r['label']} | {r['distance']:.3f} | {r['share']:+.3f} | "
-                     f"{-r['contribution']:+.3f} | {r['predicted']} | {r['base_part']:.2f} | {r['retrieval_part']:.2f} |")
-    (RESULTS / "rac_fashion_lt.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = markdown(results)
+    (RESULTS / "rac_fashion_lt.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -73,11 +73,9 @@ def evaluate(name: str, model, X_fit, y_fit, val, test) -> dict:
     (Xv, yv), (Xt, yt) = val, test
     head = memstore.ResMem(model, k=max(KS), sigma=1.0).fit(X_fit, y_fit)
     d1 = float(np.median(head.memory_.searcher(head.metric).search(model_outputs(model, Xv)[1], 1)[0]))
-    grid = []
-    for k in KS:
-        for scale in SIGMA_SCALES:
-            head.set_params(k=k, sigma=scale * d1)
-            grid.append({"k": k, "sigma_scale": scale, "validation": head.score(Xv, yv)})
+    grid = [{"k": row["k"], "sigma_scale": scale, "validation": row["score"]}  # one pass, one search
+            for row, scale in zip(head.score_grid(Xv, yv, k=list(KS), sigma=[s * d1 for s in SIGMA_SCALES])
+                                  .to_pylist(), SIGMA_SCALES * len(KS))]
     best = max(grid, key=lambda r: (r["validation"], -r["k"]))
     head.set_params(k=best["k"], sigma=best["sigma_scale"] * d1)
     base_test = float((model_outputs(model, Xt)[0].argmax(1) == yt).mean())

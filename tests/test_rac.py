@@ -118,6 +118,13 @@ def test_unseen_labels_need_a_text_encoder(tmp_path):
     with pytest.raises(memstore.InvalidInputError, match="labels the model never saw: \\['a label never seen'\\]"):
         rac.use_memory(mem)
     assert rac.memory_version_ < mem.version  # nothing changed
+    other = memstore.open(tmp_path / "other.mem")
+    other.add(np.ones((10, 5), np.float32), ["class 0"] * 10)
+    with pytest.raises(memstore.InvalidInputError, match="5-d vectors, the model was trained on 8-d"):
+        rac.use_memory(other)
+    with pytest.raises(memstore.VersionNotFoundError):
+        rac.use_memory(tmp_path / "missing.mem")
+    assert not (tmp_path / "missing.mem").exists()
     words = WordVectors()
     rac, mem = fit_then_relabel(tmp_path / "text", text_encoder=words)
     mem.add(np.ones((2, 8), np.float32), ["a label never seen", "class 0"])
@@ -134,6 +141,9 @@ def test_explain_names_the_rows_and_splits_the_logit(memory):
     table = rac.explain(blind(5), queries=q_test)
     assert table.num_rows == 5 * 6
     fused = rac.decision_function(blind(5), queries=q_test)
+    base, retrieval = rac.decision_parts(blind(5), queries=q_test)
+    np.testing.assert_allclose(base + retrieval, fused)
+    assert (retrieval.argmax(1) == fused.argmax(1)).all()  # the base sees nothing: the memory decides
     first = table.filter(table["rank"].to_numpy() == 0).to_pydict()
     assert np.allclose(np.add(first["base_part"], first["retrieval_part"]), fused.max(1), atol=1e-5)
     shares = table["share"].to_numpy().reshape(5, 6).sum(1)

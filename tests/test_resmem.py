@@ -70,6 +70,24 @@ def test_explain_adds_up_to_the_memorys_part(rings):
     np.testing.assert_allclose(np.bincount(table["query"].to_numpy(), weights=table["weight"].to_numpy()), 1.0)
 
 
+def test_score_grid_equals_scoring_each_setting(rings):
+    X, y = rings
+    y = np.where(np.random.default_rng(1).random(len(y)) < 0.3, np.arange(len(y)) % 3, y)  # noisy: k matters
+    head = ResMem(mlp(), k=2, sigma=0.5).fit(X[:600], y[:600])
+    grid = head.score_grid(X[600:], y[600:], k=[1, 5, 20], sigma=[0.05, 1.0])  # k above the head's own
+    assert grid.column_names == ["k", "sigma", "score"] and grid.num_rows == 6
+    for row in grid.to_pylist():
+        single = clone(head).set_params(k=row["k"], sigma=row["sigma"]).fit(X[:600], y[:600])
+        assert row["score"] == single.score(X[600:], y[600:])
+    assert head.k == 2 and len(set(grid["score"].to_pylist())) > 1
+    reg = ResMem(mlp(n_out=1), k=3, task="regression").fit(X[:600], X[:600, 0])
+    assert reg.score_grid(X[600:], X[600:, 0])["score"][0].as_py() == reg.score(X[600:], X[600:, 0])
+    with pytest.raises(InvalidInputError, match="sigma must be positive"):
+        head.score_grid(X[600:], y[600:], sigma=[0.0])
+    with pytest.raises(InvalidInputError, match="k = 601"):
+        head.score_grid(X[600:], y[600:], k=[601])
+
+
 def test_estimator_contract_and_bad_input(rings, tmp_path):
     X, y = rings
     head = ResMem(mlp(), k=3, sigma=0.2)

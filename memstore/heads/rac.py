@@ -192,7 +192,7 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
     def _pin(self, memory):
         import memstore
 
-        mem = memory if hasattr(memory, "samples") else memstore.open(memory)
+        mem = memory if hasattr(memory, "samples") else memstore.open(memory, read_only=True)
         if not len(mem):
             raise InvalidInputError(f"the memory at version {mem.version} holds no rows to retrieve from")
         return mem.at(mem.version)  # a frozen view: later writes do not reach a fitted model
@@ -210,28 +210,38 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         return ["" if t is None else t for t in table["t"].to_pylist()]
 
     def _bind(self, mem) -> None:
-        """Read the memory's row texts into tokens, extending the vocabulary where allowed."""
+        """Read the memory's row texts into tokens, extending the vocabulary where allowed.
+
+        Everything is checked and computed first, then set: a memory that cannot
+        be read leaves the model as it was.
+        """
+        fitted = hasattr(self, "model_")
+        if fitted and mem.dim != self.memory_.dim:
+            raise InvalidInputError(f"the memory holds {mem.dim}-d vectors, the model was trained on "
+                                    f"{self.memory_.dim}-d ones: give it a memory of the same encoder")
+        check_k(self.k, len(mem))  # before a searcher (an index="ivf" one) is built for nothing
         texts = self._row_texts(mem)
         vocabulary = dict(getattr(self, "_vocabulary", {}))
         unseen = sorted({t for t in texts if t not in vocabulary})
-        if unseen and hasattr(self, "model_") and self.text_encoder is None:
+        if unseen and fitted and self.text_encoder is None:
             raise InvalidInputError(f"the memory holds labels the model never saw: {unseen[:5]}; a learned "
                                     "label embedding cannot read them - fit again, or fit with a text_encoder")
         for t in unseen:
             vocabulary[t] = len(vocabulary)
-        self._vocabulary = vocabulary
-        self.vocabulary_ = list(vocabulary)
+        table = self._text_table(list(vocabulary)) if fitted and unseen else None
+        searcher = mem.searcher(self.metric, self.index, k=self.k)
+        self._vocabulary, self.vocabulary_ = vocabulary, list(vocabulary)
         self._row_tokens = np.fromiter((vocabulary[t] for t in texts), np.int64, len(texts))
-        self.memory_ = mem
-        self.memory_version_ = mem.version
-        self.ids_ = mem.samples.ids
-        check_k(self.k, len(self.ids_))  # before a searcher (an index="ivf" one) is built for nothing
-        self._searcher = mem.searcher(self.metric, self.index, k=self.k)
+        self.memory_, self.memory_version_, self.ids_ = mem, mem.version, mem.samples.ids
+        self._searcher = searcher
+        if table is not None:
+            self.model_.retrieval.table = table.to(self._device)
 
-    def _text_table(self) -> torch.Tensor | None:
+    def _text_table(self, texts: list[str]) -> torch.Tensor | None:
+        """(len(texts), E) frozen text vectors, or None without a text encoder."""
         if self.text_encoder is None:
             return None
-        return torch.from_numpy(self.text_encoder.encode(self.vocabulary_, progress=False))
+        return torch.from_numpy(np.asarray(self.text_encoder.encode(texts, progress=False), np.float32))
 
     def use_memory(self, memory):
         """Read another memory (or version) from now on, without retraining; returns self.
@@ -241,8 +251,6 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_fitted()
         self._bind(self._pin(memory))
-        if self.text_encoder is not None:
-            self.model_.retrieval.table = self._text_table().to(self._device)
         return self
 
     # -- inputs --------------------------------------------------------------------------
@@ -334,7 +342,7 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             branch = RetrievalBranch(len(self.vocabulary_), k, len(self.classes_), self.width, self.heads,
-                                     self.layers, self._text_table())
+                                     self.layers, self._text_table(self.vocabulary_))
             branch.distance_stats = torch.tensor([dist.mean(), dist.std() + 1e-6], dtype=torch.float32)
             self.model_ = RACModel(self._base_module(X, len(self.classes_)), branch, self.scale).to(self._device)
             self._check_base_output(X)
@@ -400,6 +408,15 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
                 out.append([t.cpu() for t in self.model_.parts(self._batch(X, rows[part]), tokens[part], d[part])])
         return tuple(torch.cat(column).numpy() for column in zip(*out))
 
+    def decision_parts(self, X, *, queries=None) -> tuple[np.ndarray, np.ndarray]:
+        """The base and retrieval branches' parts of the fused logits, each (n, classes).
+
+        They add up to :meth:`decision_function`; the argmax of each says what
+        that branch alone would predict (both are scaled by L/2 on the unit sphere).
+        """
+        base, ret, _, _ = self._parts(X, queries)
+        return base, ret
+
     def _parts(self, X, queries):
         """(base part, retrieval part) (n, classes), distances and positions (n, k)."""
         self._check_fitted()
@@ -409,7 +426,7 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X, *, queries=None) -> np.ndarray:
         """The fused logits f(x), (n, classes)."""
-        base, ret, _, _ = self._parts(X, queries)
+        base, ret = self.decision_parts(X, queries=queries)
         return base + ret
 
     def predict_proba(self, X, *, queries=None) -> np.ndarray:

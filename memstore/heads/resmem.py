@@ -74,6 +74,13 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _weights(dist: np.ndarray, sigma: float) -> np.ndarray:
+    """(n, k) neighbour weights softmax(-d / σ) along each row."""
+    logw = -dist.astype(np.float64) / sigma
+    w = np.exp(logw - logw.max(axis=1, keepdims=True))
+    return w / w.sum(axis=1, keepdims=True)
+
+
 class ResMem(BaseEstimator):
     """A base model plus the residual memory of its training rows (scikit-learn estimator).
 
@@ -174,9 +181,48 @@ class ResMem(BaseEstimator):
         self._check_fitted()
         base, feats = self._base(X)
         dist, pos = self._searcher.search(feats, self.k)
-        logw = -dist.astype(np.float64) / self.sigma
-        w = np.exp(logw - logw.max(axis=1, keepdims=True))
-        return base, w / w.sum(axis=1, keepdims=True), pos, dist
+        return base, _weights(dist, self.sigma), pos, dist
+
+    def score_grid(self, X, y, *, k=None, sigma=None) -> pa.Table:
+        """``score`` for every combination of k and σ, from one forward pass and one search.
+
+        The base model runs once and the memory is searched once, for the
+        largest k; smaller k take the nearest of those. This is how k and σ are
+        chosen on validation data. Parameters left out take this head's value.
+
+        Returns
+        -------
+        pyarrow.Table with columns k, sigma, score (accuracy, or R² for
+        regression); one row per combination, in the order of the arguments.
+
+        Examples
+        --------
+        Choose on validation data, then set the best (``examples/resmem_fashion.py``)::
+
+            grid = head.score_grid(X_val, y_val, k=[1, 10, 50], sigma=[0.1, 1.0, 10.0])
+            best = max(grid.to_pylist(), key=lambda row: row["score"])
+            head.set_params(k=best["k"], sigma=best["sigma"])
+        """
+        from sklearn.metrics import accuracy_score, r2_score
+
+        self._check_fitted()
+        ks = [self.k] if k is None else list(np.atleast_1d(k))
+        sigmas = [self.sigma] if sigma is None else list(np.atleast_1d(sigma))
+        for value in ks:
+            check_k(value, len(self.ids_))
+        for value in sigmas:
+            if not value > 0:
+                raise InvalidInputError(f"sigma must be positive, got {value!r}")
+        base, feats = self._base(X)
+        searcher = self._searcher if max(ks) <= self.k else self.memory_.searcher(self.metric, self.index, k=max(ks))
+        dist, pos = searcher.search(feats, int(max(ks)))
+        metric = accuracy_score if self.task == "classification" else r2_score
+        rows = []
+        for kk in ks:
+            for s in sigmas:
+                pred = self._predictions(self._corrected(base, _weights(dist[:, :kk], s), pos[:, :kk]))
+                rows.append({"k": int(kk), "sigma": float(s), "score": float(metric(y, pred))})
+        return pa.Table.from_pylist(rows)
 
     def decision_function(self, X) -> np.ndarray:
         """f(x) + Σ w_i r_i: (n, classes) scores, or (n, outputs) predictions for regression."""
@@ -196,7 +242,10 @@ class ResMem(BaseEstimator):
         return np.where(total > 0, scores / np.where(total > 0, total, 1), 1.0 / scores.shape[1])
 
     def predict(self, X) -> np.ndarray:
-        scores = self.decision_function(X)
+        return self._predictions(self.decision_function(X))
+
+    def _predictions(self, scores: np.ndarray) -> np.ndarray:
+        """Classes from ResMem scores, or the predictions themselves (regression)."""
         if self.task == "classification":
             return self.classes_[scores.argmax(axis=1)]
         return scores[:, 0] if scores.shape[1] == 1 else scores
