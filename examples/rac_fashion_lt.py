@@ -191,9 +191,9 @@ def run(data: Data, ranking: list[int], seeds: int, epochs: int, text_encoder, e
                 rac.fit(d.X[lt], d.named[d.y[lt]], queries=d.feats[lt], memory_ids=ids)
                 report(name, predicted_indices(rac, d.X_test, d.test_feats, d.index), time.perf_counter() - t,
                        final_loss=rac.history_[-1], scale=float(rac.model_.log_scale.detach().exp()))
-                base_part, retrieval_part = rac.decision_parts(d.X_test, queries=d.test_feats)
-                report(f"{name}: its base branch alone", base_part.argmax(1))
-                report(f"{name}: its retrieval branch alone", retrieval_part.argmax(1))
+                for branch, part in zip(("base", "retrieval"), rac.decision_parts(d.X_test, queries=d.test_feats)):
+                    alone = rac.classes_[part.argmax(1)]  # classes_ are sorted names, not Fashion's order
+                    report(f"{name}: its {branch} branch alone", np.array([d.index[c] for c in alone]))
                 if explain and seed == 0 and tau == 1.0 and label_as == "label text":
                     out["explain_example"] = explain_one(d, rac, base, few[-1])
                 rac.use_memory(mem.at("grown"))
@@ -210,9 +210,9 @@ def explain_one(d: Data, rac, base, rarest: int) -> dict:
     candidates = np.flatnonzero((d.y_test == rarest) & right & (base_pred != d.y_test))
     query = int(candidates[0] if len(candidates) else np.flatnonzero(d.y_test == rarest)[0])
     why = rac.explain(d.X_test[query:query + 1], queries=d.test_feats[query:query + 1])
-    why = why.sort_by([("share", "descending")]).slice(0, 5)
+    why = why.sort_by([("contribution", "descending")])
     return {"test_image": query, "true": d.names[d.y_test[query]], "base_alone": d.names[base_pred[query]],
-            "rows": why.to_pylist()}
+            "rows": why.to_pylist()}  # all k, the rows that count most for the prediction first
 
 
 def summary(rows: list[dict]) -> dict:
@@ -240,15 +240,14 @@ def markdown(results: dict) -> str:
     ex = results["orders"]["index"].get("explain_example")
     if ex:
         lines += [f"Why RAC (label text, logit-adjusted; index ranking) says what it says about test image "
-                  f"{ex['test_image']} (true class {ex['true']}; the base alone says {ex['base_alone']}): the five "
-                  "rows of the largest share (`rac.explain`). share: the row's part of the retrieval branch's "
-                  "logit; if forgotten: the change of the fused logit were the row gone from the memory.", "",
-                  "| rank | id | label | distance | share | if forgotten | predicted | base part | retrieval part |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"{ex['test_image']} (true class {ex['true']}; the base alone says {ex['base_alone']}): the "
+                  f"{len(ex['rows'])} rows it read (`rac.explain`), by contribution: how much the predicted "
+                  "class's logit would drop were the row forgotten (the next row taking its place).", "",
+                  f"Predicted: {ex['rows'][0]['predicted']}; base part {ex['rows'][0]['base_part']:.2f}, retrieval "
+                  f"part {ex['rows'][0]['retrieval_part']:.2f} of its logit.", "",
+                  "| rank | id | label | distance | contribution |", "|---|---|---|---|---|"]
         for r in ex["rows"]:
-            lines.append(f"| {r['rank']} | {r['id']} | {r['label']} | {r['distance']:.3f} | {r['share']:+.3f} | "
-                         f"{-r['contribution']:+.3f} | {r['predicted']} | {r['base_part']:.2f} | "
-                         f"{r['retrieval_part']:.2f} |")
+            lines.append(f"| {r['rank']} | {r['id']} | {r['label']} | {r['distance']:.3f} | {r['contribution']:+.3f} |")
     return "\n".join(lines) + "\n"
 
 

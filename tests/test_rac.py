@@ -146,14 +146,13 @@ def test_explain_names_the_rows_and_splits_the_logit(memory):
     assert (retrieval.argmax(1) == fused.argmax(1)).all()  # the base sees nothing: the memory decides
     first = table.filter(table["rank"].to_numpy() == 0).to_pydict()
     assert np.allclose(np.add(first["base_part"], first["retrieval_part"]), fused.max(1), atol=1e-5)
-    shares = table["share"].to_numpy().reshape(5, 6).sum(1)
-    assert np.allclose(shares, first["retrieval_part"], atol=1e-5)
     _, neighbour_ids = rac.kneighbors(blind(5), queries=q_test)
     assert table["id"].to_numpy().reshape(5, 6).tolist() == neighbour_ids.tolist()
     labels = dict(zip(*mem.sql("SELECT id, label FROM samples").fetchnumpy().values()))
     assert [labels[i] for i in table["id"].to_pylist()] == table["label"].to_pylist()
     supports = table["supports"].to_numpy(zero_copy_only=False)
-    assert supports.any() and table["share"].to_numpy()[supports].mean() > 0
+    contribution = table["contribution"].to_numpy()
+    assert supports.any() and contribution[supports].mean() > 0
 
 
 def test_contribution_is_what_forgetting_the_row_would_change(memory):

@@ -89,22 +89,13 @@ class RetrievalBranch(nn.Module):
         self.out = nn.Linear(width, n_classes)
         self.register_buffer("distance_stats", torch.tensor([0.0, 1.0]))  # (mean, std) of training distances
 
-    def terms(self, tokens: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        """(batch, k, classes): each neighbour position's term of f_ret; f_ret is their sum.
-
-        The pooling is a mean and the output layer linear, so f_ret splits
-        exactly into one term per neighbour: W h_i / k + b / k, h_i the
-        transformer's output at neighbour i (which has seen all k).
-        """
+    def forward(self, tokens: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+        """tokens, distances (batch, k) -> f_ret (batch, classes)."""
         labels = self.label(self.table[tokens]) if self.table is not None else self.label(tokens)
         mean, std = self.distance_stats
         d = ((distances - mean) / std).unsqueeze(-1)  # (batch, k, 1)
         h = self.encoder(labels + self.rank.weight[: tokens.shape[1]] + self.distance(d))  # (batch, k, width)
-        return self.out(h) / tokens.shape[1]
-
-    def forward(self, tokens: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
-        """tokens, distances (batch, k) -> f_ret (batch, classes)."""
-        return self.terms(tokens, distances).sum(1)
+        return self.out(h.mean(1))
 
 
 class RACModel(nn.Module):
@@ -115,18 +106,15 @@ class RACModel(nn.Module):
         self.base, self.retrieval = base, retrieval
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale or 10.0)), requires_grad=scale is None)
 
-    def parts(self, x, tokens, distances) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Base part, retrieval part (batch, classes) of the fused logits, and the retrieval
-        part's share of each neighbour (batch, k, classes), which sum to it."""
+    def parts(self, x, tokens, distances) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base part, retrieval part) of the fused logits, each (batch, classes)."""
         half = self.log_scale.exp() / 2
         base = nn.functional.normalize(self.base(x).float(), dim=1)
-        terms = self.retrieval.terms(tokens, distances)
-        ret = terms.sum(1)
-        per_norm = half / ret.norm(dim=1, keepdim=True).clamp(min=1e-12)  # as F.normalize
-        return half * base, ret * per_norm, terms * per_norm.unsqueeze(1)
+        ret = nn.functional.normalize(self.retrieval(tokens, distances), dim=1)
+        return half * base, half * ret
 
     def forward(self, x, tokens, distances):
-        base, ret, _ = self.parts(x, tokens, distances)
+        base, ret = self.parts(x, tokens, distances)
         return base + ret
 
 
@@ -396,8 +384,8 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
             raise InvalidInputError("this RACClassifier is not fitted yet: call fit(X, y) first")
 
     def _run(self, X, dist: np.ndarray, pos: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 1024):
-        """The model on inputs ``rows`` of X with these neighbours: (base part, retrieval part,
-        shares), numpy, as :meth:`RACModel.parts`."""
+        """The model on inputs ``rows`` of X with these neighbours: (base part, retrieval part),
+        numpy, as :meth:`RACModel.parts`."""
         rows = np.arange(len(pos)) if rows is None else rows
         tokens = torch.as_tensor(self._row_tokens[pos]).to(self._device)
         d = torch.as_tensor(dist.astype(np.float32)).to(self._device)
@@ -421,7 +409,7 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         """(base part, retrieval part) (n, classes), distances and positions (n, k)."""
         self._check_fitted()
         dist, pos = self._neighbours(X, queries)
-        base, ret, _ = self._run(X, dist, pos)
+        base, ret = self._run(X, dist, pos)
         return base, ret, dist, pos
 
     def decision_function(self, X, *, queries=None) -> np.ndarray:
@@ -452,30 +440,31 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         """Which memory rows made each prediction, and how much: one row per (query, neighbour).
 
         Columns: query, rank, id, label (the row's text as read), distance;
-        ``share``: the row's part of the retrieval branch's logit for the
-        predicted class (the shares of a query add up to ``retrieval_part``);
         ``contribution``: how much the predicted class's fused logit would
-        drop if the row were gone from the memory (the next nearest row then
-        takes its place), i.e. what ``mem.forget`` of that row would change
-        (NaN if the memory holds only k rows);
-        supports (the row's text names the predicted class), predicted,
-        ``base_part`` and ``retrieval_part`` (the predicted class's logit from
-        each branch; they add up to it), memory_version. Join with
+        drop if the row were gone from the memory, the next nearest row taking
+        its place: exactly what ``mem.forget`` of that row would change (NaN
+        if the memory holds only k rows). Negative: the row speaks against the
+        prediction. Then supports (the row's text names the predicted class),
+        predicted, ``base_part`` and ``retrieval_part`` (the predicted class's
+        logit from each branch; they add up to it), memory_version. Join with
         ``mem.sql`` on id.
+
+        The transformer reads the k rows together, so a row's effect depends
+        on the others: the contributions need not add up to the retrieval part.
         """
         self._check_fitted()
         q = self._queries(X, queries)
         k = self.k
         spare = len(self.ids_) > k  # a (k+1)-th row to take a removed row's place
         dist, pos = self._searcher.search(q, k + spare)
-        base, ret, shares = self._run(X, dist[:, :k], pos[:, :k])
+        base, ret = self._run(X, dist[:, :k], pos[:, :k])
         fused = base + ret
         n, rows = len(pos), np.arange(len(pos))
         winner = fused.argmax(1)
         contribution = np.full((n, k), np.nan)  # stays NaN where no row could take the place
         for j in range(k if spare else 0):
             keep = np.delete(np.arange(k + 1), j)
-            b_j, r_j, _ = self._run(X, dist[:, keep], pos[:, keep])
+            b_j, r_j = self._run(X, dist[:, keep], pos[:, keep])
             contribution[:, j] = fused[rows, winner] - (b_j + r_j)[rows, winner]
         pos = pos[:, :k]
         predicted = self.classes_[winner]
@@ -483,7 +472,7 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         return pa.table({
             "query": np.repeat(rows, k), "rank": np.tile(np.arange(k), n),
             "id": self.ids_[pos.ravel()], "label": texts.ravel().tolist(), "distance": dist[:, :k].ravel(),
-            "share": shares[rows, :, winner].ravel(), "contribution": contribution.ravel(),
+            "contribution": contribution.ravel(),
             "supports": texts.ravel() == np.repeat(predicted.astype(str), k),
             "predicted": np.repeat(predicted, k).tolist(),
             "base_part": np.repeat(base[rows, winner], k), "retrieval_part": np.repeat(ret[rows, winner], k),
