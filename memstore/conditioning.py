@@ -55,8 +55,7 @@ def neighbors_as_context(mem, queries=None, k: int = 4, *, ids=None, exclude_sel
     exclude = None
     if ids is not None:
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        pos = np.searchsorted(samples.ids, ids)
-        known = (pos < len(samples.ids)) & (samples.ids[np.minimum(pos, len(samples.ids) - 1)] == ids)
+        pos, known = samples.positions(ids)
         if not known.all():
             raise InvalidInputError(f"ids {ids[~known][:5].tolist()} are not rows of the memory at version "
                                     f"{mem.version}; pass vectors as queries for samples outside it")

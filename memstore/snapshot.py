@@ -52,6 +52,13 @@ class Samples:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def positions(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, known) of ``ids`` among these rows; a position is only meaningful where known."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        pos = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
+        known = self.ids[pos] == ids if len(self.ids) else np.zeros(len(ids), bool)
+        return pos, known
+
 
 class Snapshot:
     def __init__(self, store: Store, head: Head, version: int):

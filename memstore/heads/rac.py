@@ -59,6 +59,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..device import resolve_device
 from ..errors import InvalidInputError
 from ..search import check_k
 
@@ -108,10 +109,15 @@ class RACModel(nn.Module):
 
     def parts(self, x, tokens, distances) -> tuple[torch.Tensor, torch.Tensor]:
         """(base part, retrieval part) of the fused logits, each (batch, classes)."""
-        half = self.log_scale.exp() / 2
-        base = nn.functional.normalize(self.base(x).float(), dim=1)
-        ret = nn.functional.normalize(self.retrieval(tokens, distances), dim=1)
-        return half * base, half * ret
+        return self.base_part(x), self.retrieval_part(tokens, distances)
+
+    def base_part(self, x) -> torch.Tensor:
+        """L/2 f_base/||f_base||, (batch, classes)."""
+        return self.log_scale.exp() / 2 * nn.functional.normalize(self.base(x).float(), dim=1)
+
+    def retrieval_part(self, tokens, distances) -> torch.Tensor:
+        """L/2 f_ret/||f_ret||, (batch, classes)."""
+        return self.log_scale.exp() / 2 * nn.functional.normalize(self.retrieval(tokens, distances), dim=1)
 
     def forward(self, x, tokens, distances):
         base, ret = self.parts(x, tokens, distances)
@@ -264,14 +270,12 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         ids = np.asarray(memory_ids, dtype=np.int64).reshape(-1)
         if len(ids) != n:
             raise InvalidInputError(f"memory_ids has {len(ids)} entries for {n} training rows")
-        pos = np.searchsorted(self.ids_, ids)
-        clipped = np.minimum(pos, len(self.ids_) - 1)
-        known = (pos < len(self.ids_)) & (self.ids_[clipped] == ids)
+        pos, known = self.memory_.samples.positions(ids)
         unknown = ~known & (ids != -1)
         if unknown.any():
             raise InvalidInputError(f"memory_ids {ids[unknown][:5].tolist()} are not rows of the memory at "
                                     f"version {self.memory_version_}; use -1 for rows outside it")
-        return np.where(known, clipped, -1)
+        return np.where(known, pos, -1)
 
     # -- fitting -------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -325,8 +329,7 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn("most training rows find a memory row at distance 0, most likely their own: pass "
                           "memory_ids= so each is left out, or the retrieval branch learns to copy labels",
                           stacklevel=2)
-        self._device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
-                                    else "cpu" if self.device == "auto" else self.device)
+        self._device = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             branch = RetrievalBranch(len(self.vocabulary_), k, len(self.classes_), self.width, self.heads,
@@ -383,18 +386,21 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "model_"):
             raise InvalidInputError("this RACClassifier is not fitted yet: call fit(X, y) first")
 
-    def _run(self, X, dist: np.ndarray, pos: np.ndarray, rows: np.ndarray | None = None, batch_size: int = 1024):
-        """The model on inputs ``rows`` of X with these neighbours: (base part, retrieval part),
-        numpy, as :meth:`RACModel.parts`."""
-        rows = np.arange(len(pos)) if rows is None else rows
+    def _run(self, X, dist: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(base part, retrieval part) (n, classes) of the model on X with these neighbours."""
+        return self._base_part(X, len(pos)), self._retrieval_part(dist, pos)
+
+    @torch.inference_mode()
+    def _base_part(self, X, n: int, batch_size: int = 1024) -> np.ndarray:
+        return torch.cat([self.model_.base_part(self._batch(X, np.arange(lo, min(lo + batch_size, n)))).cpu()
+                          for lo in range(0, n, batch_size)]).numpy()
+
+    @torch.inference_mode()
+    def _retrieval_part(self, dist: np.ndarray, pos: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         tokens = torch.as_tensor(self._row_tokens[pos]).to(self._device)
         d = torch.as_tensor(dist.astype(np.float32)).to(self._device)
-        out = []
-        with torch.inference_mode():
-            for lo in range(0, len(pos), batch_size):
-                part = slice(lo, lo + batch_size)
-                out.append([t.cpu() for t in self.model_.parts(self._batch(X, rows[part]), tokens[part], d[part])])
-        return tuple(torch.cat(column).numpy() for column in zip(*out))
+        return torch.cat([self.model_.retrieval_part(tokens[lo:lo + batch_size], d[lo:lo + batch_size]).cpu()
+                          for lo in range(0, len(pos), batch_size)]).numpy()
 
     def decision_parts(self, X, *, queries=None) -> tuple[np.ndarray, np.ndarray]:
         """The base and retrieval branches' parts of the fused logits, each (n, classes).
@@ -462,10 +468,10 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         n, rows = len(pos), np.arange(len(pos))
         winner = fused.argmax(1)
         contribution = np.full((n, k), np.nan)  # stays NaN where no row could take the place
-        for j in range(k if spare else 0):
+        for j in range(k if spare else 0):  # only the retrieval branch sees the change
             keep = np.delete(np.arange(k + 1), j)
-            b_j, r_j = self._run(X, dist[:, keep], pos[:, keep])
-            contribution[:, j] = fused[rows, winner] - (b_j + r_j)[rows, winner]
+            without = base + self._retrieval_part(dist[:, keep], pos[:, keep])
+            contribution[:, j] = fused[rows, winner] - without[rows, winner]
         pos = pos[:, :k]
         predicted = self.classes_[winner]
         texts = np.asarray(self.vocabulary_, dtype=object)[self._row_tokens[pos]]
