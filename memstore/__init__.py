@@ -8,6 +8,12 @@
 """
 
 from .errors import (
+    CorruptMemoryError,
+    StaleVersionError,
+    DiskFullError,
+    SQLError,
+    QueryLimitError,
+    MemoryNotFoundError,
     DimensionMismatchError,
     ForgetError,
     InvalidInputError,
@@ -60,4 +66,10 @@ __all__ = [
     "SchemaVersionError",
     "LockedError",
     "ForgetError",
+    "CorruptMemoryError",
+    "StaleVersionError",
+    "DiskFullError",
+    "SQLError",
+    "QueryLimitError",
+    "MemoryNotFoundError",
 ]

@@ -58,3 +58,31 @@ class LockedError(MemstoreError, BlockingIOError):
 
 class ForgetError(MemstoreError, RuntimeError):
     """``forget`` erased the rows but found their bytes still in a file of the memory."""
+
+
+class CorruptMemoryError(MemstoreError, RuntimeError):
+    """A memory whose files are damaged or missing; the message names the file and what is wrong.
+
+    memstore never repairs damage by dropping data: restore the named files
+    from a backup (or copy the memory elsewhere and forget/prune around them).
+    """
+
+
+class StaleVersionError(MemstoreError, RuntimeError):
+    """A handle read Lance files that a later ``forget`` (or cleanup) removed; refresh or reopen it."""
+
+
+class DiskFullError(MemstoreError, OSError):
+    """A write ran out of disk space; the memory stays at its last committed version."""
+
+
+class SQLError(MemstoreError, ValueError):
+    """A SQL statement DuckDB could not run (syntax, unknown column, type error, ...)."""
+
+
+class QueryLimitError(SQLError):
+    """A SQL query went past the time or memory limit of the memory's SQL sandbox."""
+
+
+class MemoryNotFoundError(MemstoreError, FileNotFoundError):
+    """No memory at the path, and the caller did not ask to create one."""

@@ -33,6 +33,7 @@ from . import ingest, intervals, migrations
 from .errors import (
     DimensionMismatchError,
     InvalidInputError,
+    MemoryNotFoundError,
     ReadOnlyError,
     SQLResultError,
     UnknownIdsError,
@@ -48,7 +49,7 @@ from .schema import (
     state_schema,
 )
 from .snapshot import Samples, Snapshot, valid_at
-from .sql import VersionSQL
+from .sql import SQLLimits, VersionSQL
 from .versioning import Head, Store, utcnow
 
 #: adds of at least this many rows show a progress bar on a terminal
@@ -69,26 +70,45 @@ class WriteResult:
     ids: np.ndarray | None = None
 
 
-def open(path: str | os.PathLike, *, read_only: bool = False) -> "Memory":  # noqa: A001
-    """Open the memory at ``path``, creating it if the path is new or an empty directory.
+def open(path: str | os.PathLike, *, create: bool = True, read_only: bool = False,  # noqa: A001
+         sql_timeout: float = SQLLimits.timeout, sql_memory_limit: str = SQLLimits.memory_limit) -> "Memory":
+    """Open the memory at ``path``; create one there if the path is new (or an empty directory).
+
+    Parameters
+    ----------
+    create : make a new memory where there is none; with False a missing
+        memory raises NotAMemoryError (the CLI opens this way; ``memstore init``
+        creates). A directory that was a memory and lost its tables is damage,
+        never a new memory: it raises CorruptMemoryError.
+    read_only : refuse every write through this handle (and apply no migration).
+    sql_timeout, sql_memory_limit : what one ``mem.sql`` query may take, in
+        seconds and as a DuckDB size ("4GB"); past either it raises QueryLimitError.
 
     Opening a memory written by an older memstore applies the pending schema
-    migrations (each recorded in the audit table), unless ``read_only``.
+    migrations (each recorded in the audit table), unless ``read_only``; a
+    forget that was interrupted after its commit is finished first.
     Raises NotAMemoryError for a path holding anything else, and
     SchemaVersionError for a memory written by a newer memstore.
     """
     path = Path(path)
+    limits = SQLLimits(float(sql_timeout), str(sql_memory_limit))
     if Store.classify(path) == "empty":
-        if read_only:
-            raise VersionNotFoundError(f"no memory at {str(path)!r} to open read-only")
+        if read_only or not create:
+            raise MemoryNotFoundError(
+                f"there is no memory at {str(path)!r}; create one with `memstore init {path}` "
+                "or memstore.open(path, create=True)")
         Store.write_marker(path)
     store = Store(path)
     if store.head() is None:
-        if read_only:
-            raise VersionNotFoundError(f"the memory at {str(path)!r} was never committed")
+        if read_only or not create:
+            raise MemoryNotFoundError(
+                f"the memory at {str(path)!r} was never committed (its creation was interrupted); "
+                f"create it with `memstore init {path}` or memstore.open(path, create=True)")
         migrations.create(store)
+    if not read_only:
+        store.finish_interrupted_work()
     migrations.check_and_upgrade(store, read_only=read_only)
-    return Memory(store, store.head(), read_only=read_only)
+    return Memory(store, store.head(), read_only=read_only, sql_limits=limits)
 
 
 class Memory:
@@ -97,8 +117,10 @@ class Memory:
     Do not construct directly: use :func:`memstore.open` and :meth:`at`.
     """
 
-    def __init__(self, store: Store, head: Head, *, pinned: int | None = None, read_only: bool = False):
+    def __init__(self, store: Store, head: Head, *, pinned: int | None = None, read_only: bool = False,
+                 sql_limits: SQLLimits = SQLLimits()):
         self._store = store
+        self._sql_limits = sql_limits
         self._head = head
         self._pinned = pinned
         self._read_only = read_only or pinned is not None
@@ -176,7 +198,7 @@ class Memory:
         the result. Statements that would change anything raise ReadOnlyError.
         """
         if self._sql_cache is None:
-            self._sql_cache = VersionSQL(self._snapshot)
+            self._sql_cache = VersionSQL(self._snapshot, self._sql_limits)
         return self._sql_cache.run(query, tables)
 
     def versions(self) -> pa.Table:
@@ -341,7 +363,7 @@ class Memory:
     # -- time travel -------------------------------------------------------------
     def at(self, ref: int | str) -> "Memory":
         """A read-only handle pinned to a version number or tag name."""
-        return Memory(self._store, self._head, pinned=self._resolve(ref), read_only=True)
+        return Memory(self._store, self._head, pinned=self._resolve(ref), read_only=True, sql_limits=self._sql_limits)
 
     def _resolve(self, ref: int | str) -> int:
         if isinstance(ref, str):

@@ -21,6 +21,7 @@ itself, and the join would cost ten times the aggregate.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import duckdb
 
@@ -33,11 +34,24 @@ RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data", "_v
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
+@dataclass(frozen=True)
+class SQLLimits:
+    """What one query of ``mem.sql`` may take: wall-clock seconds and DuckDB memory.
+
+    Set them with ``memstore.open(path, sql_timeout=..., sql_memory_limit=...)``
+    (CLI: ``memstore sql --timeout --memory-limit``).
+    """
+
+    timeout: float = 60.0
+    memory_limit: str = "4GB"
+
+
 class VersionSQL:
     """The DuckDB side of one snapshot: a connection per ``samples`` view (state; with provenance; and vectors)."""
 
-    def __init__(self, snapshot: Snapshot):
+    def __init__(self, snapshot: Snapshot, limits: SQLLimits = SQLLimits()):
         self.snapshot = snapshot
+        self.limits = limits
         self._connections: dict[int, duckdb.DuckDBPyConnection] = {}
         self._parser = duckdb.connect(":memory:")  # only parses; holds no data
 
