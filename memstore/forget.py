@@ -21,6 +21,15 @@ keeps time travel. ``forget`` is the other kind. For the ids given it
    forgotten vector (:func:`find_vector_bytes`) and raises
    :class:`~memstore.errors.ForgetError` if any is still there.
 
+Steps 4 and 5 come after the commit, so a forget killed between them would
+leave the rows' bytes on disk while the audit says they are gone. Before its
+commit, forget therefore writes ``forget.pending/`` (the ids, and the vectors
+as stored: the bytes the scan must look for, which the old Lance versions hold
+at that moment anyway). Whoever takes the write lock next (an open, any
+write) finishes the job: cleanup, scan, then the pending record is removed,
+last. A pending record of a version that never committed is simply dropped.
+The scan skips only that record.
+
 A forgotten vector that equals a row the memory keeps (a duplicate) cannot be
 told apart from that row's bytes: it is counted as ``still_held`` in the
 report, not as a failure.
@@ -36,10 +45,11 @@ without.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -122,10 +132,83 @@ def compact(table) -> None:
         compaction_mode="reencode", defer_index_remap=False)
 
 
-def drop_old_versions(store) -> None:
-    """Remove every Lance version but the latest of every table, and their files."""
-    for name in store.table_names():
-        store.dataset(name).cleanup_old_versions(older_than=timedelta(0), delete_unverified=True)
+# -- the pending record: what finishes a forget killed after its commit -------------
+PENDING_DIR = "forget.pending"
+
+
+@dataclass(frozen=True)
+class PendingForget:
+    version: int  # the memory version the forget commits
+    ids: np.ndarray  # (m,) int64
+    stored: np.ndarray  # (m, dim) the vectors as the data table stores them (float32 or float16)
+
+
+def write_pending(store, version: int, ids: np.ndarray, stored: np.ndarray) -> None:
+    """Record, durably and before the commit, what the forget must still erase and check."""
+    from .versioning import fsync_dir, write_atomically
+
+    final = store.path / PENDING_DIR
+    tmp = store.path / (PENDING_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name, array in (("ids.npy", np.asarray(ids, np.int64)), ("vectors.npy", stored)):
+        with (tmp / name).open("wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+    write_atomically(tmp / "meta.json", json.dumps({"version": int(version)}) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    fsync_dir(store.path)
+
+
+def read_pending(store) -> PendingForget | None:
+    root = store.path / PENDING_DIR
+    shutil.rmtree(store.path / (PENDING_DIR + ".tmp"), ignore_errors=True)  # never renamed: never used
+    if not root.is_dir():
+        return None
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+        return PendingForget(int(meta["version"]), np.load(root / "ids.npy", allow_pickle=False),
+                             np.load(root / "vectors.npy", allow_pickle=False))
+    except (OSError, ValueError, KeyError) as exc:
+        raise store._damage(PENDING_DIR, f"the record of an unfinished forget cannot be read ({exc}); "
+                            "it is needed to finish erasing its rows") from None
+
+
+def has_pending_forget(store) -> bool:
+    return (store.path / PENDING_DIR).is_dir() or (store.path / (PENDING_DIR + ".tmp")).exists()
+
+
+def clear_pending(store) -> None:
+    from .versioning import fsync_dir
+
+    shutil.rmtree(store.path / PENDING_DIR, ignore_errors=True)
+    fsync_dir(store.path)
+
+
+def finish_pending_forget(store, head) -> tuple[tuple[int, int], int, int] | None:
+    """Finish a forget that committed but was stopped before its cleanup and check (under the lock).
+
+    Returns the check's figures (as :func:`verify`), or None if nothing was pending.
+    """
+    pending = read_pending(store)
+    if pending is None:
+        return None
+    if pending.version > head.version or not _committed_forget(store, pending.version):
+        clear_pending(store)  # the forget never committed: its rows are still the memory's
+        return None
+    store.cleanup(head)
+    result = verify(store, pending.stored.astype(np.float32), store.dataset(DATA_TABLE), pending.stored)
+    clear_pending(store)
+    return result
+
+
+def _committed_forget(store, version: int) -> bool:
+    from .schema import AUDIT_TABLE
+
+    row = store.dataset(AUDIT_TABLE).to_table(columns=["operation"], filter=f"version = {int(version)}")
+    return row.num_rows == 1 and row["operation"][0].as_py() == "forget"
 
 
 # -- the check -------------------------------------------------------------------------
@@ -144,7 +227,8 @@ class _Patterns:
         v = np.ascontiguousarray(vectors, np.float32)
         words = v.view(np.uint32)  # (m, dim)
         both = (words[:, :-1] != 0) & (words[:, 1:] != 0)  # (m, dim - 1)
-        rows = np.flatnonzero(both.any(1))
+        # a 1-d vector is 4 bytes: too short to tell from any other word, so never searchable
+        rows = np.flatnonzero(both.any(1)) if words.shape[1] > 1 else np.zeros(0, np.int64)
         where = both[rows].argmax(1)
         anchors = words[rows, where].astype(np.uint64) | (words[rows, where + 1].astype(np.uint64) << 32)
         order = np.argsort(anchors, kind="stable")
@@ -158,7 +242,7 @@ def _bucket(words: np.ndarray) -> np.ndarray:
     return (words * np.uint32(0x9E3779B1)) >> np.uint32(32 - FILTER_BITS)
 
 
-def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES):
+def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES, skip=()):
     """Where the raw float32 bytes of any of ``vectors`` occur in the files under ``root``.
 
     Every byte offset is tried (four 4-byte alignments). A vector is looked up
@@ -169,7 +253,7 @@ def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES):
     Returns
     -------
     hits : list of (path, offset, row): ``row`` indexes ``vectors``.
-    scanned : (files, bytes) read.
+    scanned : (files, bytes) read; files under a folder of ``skip`` are not.
     skipped : number of vectors without an anchor.
 
     Examples
@@ -184,7 +268,10 @@ def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES):
     """
     patterns, skipped = _Patterns.of(vectors)
     hits, files, total = [], 0, 0
+    skip = [Path(root) / s for s in skip]
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        if any(path.is_relative_to(s) for s in skip):
+            continue
         files += 1
         total += path.stat().st_size
         if len(patterns.anchors):
@@ -262,7 +349,8 @@ def verify(store, vectors: np.ndarray, data, stored: np.ndarray | None = None) -
     the same). Returns the scan's (files, bytes), the vectors that could not
     be searched for, and those still held by a kept row (duplicates).
     """
-    hits, scanned, skipped = find_vector_bytes(store.path, as_scanned(vectors if stored is None else stored))
+    hits, scanned, skipped = find_vector_bytes(store.path, as_scanned(vectors if stored is None else stored),
+                                               skip=(PENDING_DIR,))
     if not hits:
         return scanned, skipped, 0
     rows = np.unique([row for _, _, row in hits])
@@ -294,14 +382,14 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         seconds[name] = round(now - clock, 3)
         clock = now
 
-    with store.transaction() as tx:
+    with store.transaction() as tx:  # which first finishes any forget left unfinished
         ids = np.unique(np.asarray(ids, np.int64))
         found = rows_to_forget(tx.table(DATA_TABLE).to_lance(), ids)
-        drop_old_versions(store)  # whatever an interrupted forget left behind
         stored = vectors_as_numpy(found["vector"], stored=True)
         vectors = stored.astype(np.float32, copy=False)
         alive = Snapshot(store, tx.head, tx.head.version).state["id"].to_numpy()
         n_alive = int(np.isin(ids, alive).sum())
+        write_pending(store, tx.version, found["id"].to_numpy(), stored)
         lap("select")
         erase(tx, ids)
         lap("erase")
@@ -313,14 +401,17 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         head = tx.commit("forget", message, rows_affected=len(ids), rows_total=tx.head.rows_total - n_alive,
                          sql=sql, details=details)
         lap("commit")
-    drop_old_versions(store)
-    lap("cleanup")
+        store.cleanup(head)
+        lap("cleanup")
+        (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE), stored)
+        clear_pending(store)  # last: until here, the next writer would finish this forget
+        lap("verify")
     if rebuild_index is not None:
         rebuild_index()
-        drop_old_versions(store)
+        with store.lock():
+            store.cleanup(store.head())
+            (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE), stored)
         lap("rebuild_index")
-    (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE), stored)
-    lap("verify")
     return ForgetReport(version=head.version, rows=len(ids), rows_alive=n_alive, files_scanned=files,
                         bytes_scanned=size, unverifiable=skipped, still_held=held, seconds=seconds)
 

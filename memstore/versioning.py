@@ -17,19 +17,36 @@ tables at the Lance versions the newest audit row names. A writer killed
 before the audit append leaves Lance commits nobody reads; the next writer
 rolls them back (``_recover``) before it starts.
 
+After the audit append the writer also replaces ``head.json``, a small
+record of the head (its version, the Lance version of every table, and of
+the audit table itself). It is a witness, not the commit: a writer killed
+between the two leaves ``head.json`` one version behind, and the audit wins.
+But an audit table that holds *less* than ``head.json`` has lost a commit
+(its newest manifest was deleted, say): that is damage, reported as
+CorruptMemoryError, never "healed" by opening at the older version.
+
+Recovery and cleanup obey one rule: no Lance version that the committed head
+names is ever removed. Rolling back an interrupted write restores a table by
+making a *new* Lance version with the committed content, so "keep only the
+latest version" would delete the one the head names; cleanup therefore keeps
+the head's versions and the latest, and removes the rest (with the files that
+only they used, and files no version uses: what a killed writer left).
+
 Writers take an exclusive lock file; readers take none.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import getpass
 import json
+import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import lance
@@ -37,12 +54,15 @@ import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import LockedError, NotAMemoryError
+from .errors import CorruptMemoryError, DiskFullError, LockedError, NotAMemoryError
 from .schema import AUDIT_TABLE, TAGS_TABLE
+
+log = logging.getLogger(__name__)
 
 MARKER = "memstore.json"
 TABLES_DIR = "tables"
 LOCK_FILE = ".lock"
+HEAD_FILE = "head.json"
 #: tables that are the log itself, not part of a memory version's content.
 LOG_TABLES = frozenset({AUDIT_TABLE, TAGS_TABLE})
 #: seconds a writer waits for another writer's lock before giving up
@@ -58,10 +78,46 @@ class Head:
     rows_total: int
     next_id: int
     lance_versions: dict[str, int] = field(default_factory=dict)
+    #: Lance version of the audit table right after this head's audit append
+    audit_lance_version: int | None = field(default=None, compare=False)
+
+    def as_json(self) -> str:
+        return json.dumps({"format": "memstore-head", "version": self.version,
+                           "schema_version": self.schema_version, "rows_total": self.rows_total,
+                           "next_id": self.next_id, "lance_versions": self.lance_versions,
+                           "audit_lance_version": self.audit_lance_version}, sort_keys=True) + "\n"
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` so that a reader or a crash sees the old file or the new, whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Did ``exc`` (an OSError, or Lance's IO error as text) come from a full disk or quota?"""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text or "os error 28" in text
 
 
 class Store:
@@ -113,24 +169,106 @@ class Store:
 
     # -- the log -----------------------------------------------------------
     def head(self) -> Head | None:
-        """The newest committed memory version, or None for a memory never committed."""
-        if AUDIT_TABLE not in self.table_names():
+        """The newest committed memory version, or None for a memory never committed.
+
+        Raises CorruptMemoryError when the tables contradict ``head.json``: a
+        missing table or Lance version that the head names, or an audit table
+        that lost commits.
+        """
+        record = self._read_head_record()
+        names = self.table_names()
+        if AUDIT_TABLE not in names:
+            if record is not None:
+                raise self._damage(f"{TABLES_DIR}/{AUDIT_TABLE}.lance", "the audit table is missing",
+                                   f"{HEAD_FILE} records version {record.version}")
             return None
         audit = self.dataset(AUDIT_TABLE)
-        if audit.count_rows() == 0:
+        if record is not None and audit.version < (record.audit_lance_version or 0):
+            raise self._damage(f"{TABLES_DIR}/{AUDIT_TABLE}.lance/_versions",
+                               f"the audit table is at Lance version {audit.version}, older than the "
+                               f"{record.audit_lance_version} of version {record.version}'s commit: "
+                               "its newest manifest(s) are missing",
+                               f"{HEAD_FILE} records version {record.version}")
+        if record is not None and audit.version == record.audit_lance_version:
+            head = record  # nothing was appended since: no need to read the log
+        else:
+            head = self._head_from_audit(audit, after=None if record is None else record.version)
+            if head is None and record is not None:
+                head = record
+        if head is None:
             return None
-        rows = audit.to_table(
-            columns=["version", "schema_version", "rows_total", "next_id", "lance_versions"]
-        )
-        last = rows.slice(pc.index(rows["version"], pc.max(rows["version"])).as_py(), 1)
-        row = last.to_pylist()[0]
-        return Head(
-            version=row["version"],
-            schema_version=row["schema_version"],
-            rows_total=row["rows_total"],
-            next_id=row["next_id"],
-            lance_versions=json.loads(row["lance_versions"]),
-        )
+        if record is not None and head.version < record.version:
+            raise self._damage(f"{TABLES_DIR}/{AUDIT_TABLE}.lance",
+                               f"the audit table ends at version {head.version}",
+                               f"{HEAD_FILE} records version {record.version}")
+        self._check_tables(head, names)
+        return head
+
+    def _head_from_audit(self, audit: lance.LanceDataset, after: int | None) -> Head | None:
+        """The newest audit row (after version ``after``, when given) as a Head."""
+        columns = ["version", "schema_version", "rows_total", "next_id", "lance_versions"]
+        rows = audit.to_table(columns=columns, filter=None if after is None else f"version > {after}")
+        if rows.num_rows == 0:
+            return None
+        row = rows.slice(pc.index(rows["version"], pc.max(rows["version"])).as_py(), 1).to_pylist()[0]
+        return Head(version=row["version"], schema_version=row["schema_version"],
+                    rows_total=row["rows_total"], next_id=row["next_id"],
+                    lance_versions=json.loads(row["lance_versions"]), audit_lance_version=audit.version)
+
+    def _check_tables(self, head: Head, names: set[str]) -> None:
+        """Every table the head names exists and still has the Lance version it names."""
+        for name, version in head.lance_versions.items():
+            where = f"{TABLES_DIR}/{name}.lance"
+            if name not in names:
+                raise self._damage(where, "the table is missing", f"version {head.version} names it")
+            latest = self.open_table(name).version
+            if latest < version:
+                raise self._damage(f"{where}/_versions",
+                                   f"the table is at Lance version {latest}, older than the {version} "
+                                   f"that memory version {head.version} names")
+
+    def _read_head_record(self) -> Head | None:
+        path = self.path / HEAD_FILE
+        try:
+            raw = json.loads(path.read_text())
+            return Head(version=raw["version"], schema_version=raw["schema_version"],
+                        rows_total=raw["rows_total"], next_id=raw["next_id"],
+                        lance_versions={k: int(v) for k, v in raw["lance_versions"].items()},
+                        audit_lance_version=raw["audit_lance_version"])
+        except FileNotFoundError:
+            return None  # never committed, or made before memstore kept head.json
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._damage(HEAD_FILE, f"it cannot be read ({exc})") from None
+
+    def write_head_record(self, head: Head) -> None:
+        write_atomically(self.path / HEAD_FILE, head.as_json())
+
+    def _damage(self, where: str, what: str, evidence: str | None = None) -> CorruptMemoryError:
+        also = f" ({evidence})" if evidence else ""
+        return CorruptMemoryError(
+            f"the memory at {str(self.path)!r} is damaged: {where}: {what}{also}. memstore does not "
+            "repair damage by dropping data; restore the named file(s) from a backup, or copy out "
+            "what still reads with memstore.open(path, read_only=True).at(version)")
+
+    # -- cleanup -------------------------------------------------------------
+    def cleanup(self, head: Head | None) -> None:
+        """Remove every Lance version that neither ``head`` names nor is a table's latest.
+
+        Files that only the removed versions used go with them, and so do files
+        that no version uses (what a killed writer wrote). Run under the lock.
+        """
+        named = head.lance_versions if head else {}
+        for name in self.table_names():
+            ds = self.dataset(name)
+            keep = {ds.version, named.get(name, ds.version)}
+            if keep == {ds.version}:
+                ds.cleanup_old_versions(older_than=timedelta(0), delete_unverified=True,
+                                        error_if_tagged_old_versions=False)
+                continue
+            old = [v["version"] for v in ds.versions() if v["version"] not in keep]
+            if old:
+                ds.cleanup_old_versions(versions=old, delete_unverified=True,
+                                        error_if_tagged_old_versions=False)
 
     # -- writing -------------------------------------------------------------
     @contextmanager
@@ -158,17 +296,55 @@ class Store:
 
     @contextmanager
     def transaction(self):
-        """Lock, recover, yield a Transaction; roll back whatever it did not commit."""
+        """Lock, recover, yield a Transaction; roll back whatever it did not commit.
+
+        A full disk raises DiskFullError (after the rollback, if the rollback
+        itself could write; if not, the next transaction rolls back).
+        """
         with self.lock():
-            head = self.head()
-            self._recover(head)
+            head = self._prepare()
             tx = Transaction(self, head)
             try:
                 yield tx
-            except BaseException:
+            except BaseException as exc:
                 if not tx.committed:
-                    self._recover(head)
+                    try:
+                        self._recover(head)
+                    except Exception as again:  # the head is untouched: the next writer recovers
+                        log.warning("rollback of an uncommitted write failed (%s); the next write retries it", again)
+                if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                    raise DiskFullError(
+                        errno.ENOSPC, f"the disk holding {str(self.path)!r} is full; nothing was "
+                        f"committed, the memory is at version {head.version if head else 0}. Free space "
+                        "and retry") from exc
                 raise
+
+    def _prepare(self) -> Head | None:
+        """Under the lock: the head, with every table brought back to it and unfinished work done."""
+        from .forget import finish_pending_forget
+
+        head = self.head()
+        self._recover(head)
+        if head is not None:
+            record = self._read_head_record()
+            if record is None or record.version != head.version:
+                self.write_head_record(head)  # a writer died between its audit append and this
+            finish_pending_forget(self, head)
+        return head
+
+    def finish_interrupted_work(self) -> None:
+        """Roll back a killed writer and finish an interrupted forget, if there is any to do."""
+        from .forget import has_pending_forget
+
+        record = self._read_head_record()
+        head = self.head()
+        if head is None:
+            return
+        stale = record is None or record.version != head.version
+        moved = any(self.open_table(n).version != v for n, v in head.lance_versions.items())
+        if stale or moved or has_pending_forget(self):
+            with self.lock():
+                self._prepare()
 
     def _recover(self, head: Head | None) -> None:
         """Bring every table back to what ``head`` committed.
@@ -261,6 +437,11 @@ class Transaction:
         schema = audit.schema
         audit.add(pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema))
         self.committed = True
+        new = replace(new, audit_lance_version=audit.version)
+        try:
+            self.store.write_head_record(new)
+        except OSError as exc:  # committed all the same: the next head() reads it from the audit
+            log.warning("committed version %d but could not update %s (%s)", new.version, HEAD_FILE, exc)
         return new
 
 
