@@ -239,6 +239,36 @@ class Memory:
             "bytes_on_disk": size,
         }
 
+    def check(self):
+        """Verify the memory end to end: checksums of every file, ids, intervals, the commit log.
+
+        Like SQLite's ``PRAGMA integrity_check``; it reads every file once. A
+        writable handle first finishes an interrupted forget. Returns a
+        :class:`memstore.check.CheckReport`; damage raises CorruptMemoryError
+        naming each file and what is wrong, and the memory then refuses writes
+        until a check passes (see memstore/check.py).
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, memstore
+        >>> mem = memstore.open(tempfile.mkdtemp() + "/c.mem")
+        >>> _ = mem.add(np.ones((3, 4), np.float32), ["a", "b", "a"])
+        >>> report = mem.check()
+        >>> report.rows, report.problems
+        (3, [])
+        """
+        from .check import check
+        from .errors import CorruptMemoryError
+        from .forget import has_pending_forget
+
+        if not self._read_only:
+            self._store.finish_interrupted_work()
+        elif has_pending_forget(self._store):
+            raise CorruptMemoryError(
+                f"a forget of {str(self.path)!r} is unfinished (forget.pending): open the memory "
+                "without read_only to finish it, then check again")
+        return check(self._store, self._store.head())
+
     # -- search --------------------------------------------------------------------
     @property
     def samples(self) -> Samples:

@@ -12,6 +12,8 @@ A memory is a directory with one LanceDB database in ``tables/``:
 ``taxonomy``      label hierarchy rows, versioned the same way (migration 0002).
 ``audit``         one row per memory version: the commit log (see versioning.py).
 ``tags``          names for memory versions.
+``checksums``     SHA-256 of every file the other tables' Lance writes made
+                  (migration 0004; verified by ``mem.check()``, see check.py).
 
 The user-facing ``samples`` table of ``mem.sql`` is the join of data and state
 at one version; its columns are ``SAMPLE_COLUMNS`` plus any extra provenance.
@@ -26,6 +28,7 @@ STATE_TABLE = "sample_state"
 AUDIT_TABLE = "audit"
 TAGS_TABLE = "tags"
 TAXONOMY_TABLE = "taxonomy"
+CHECKSUMS_TABLE = "checksums"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -118,3 +121,11 @@ TAXONOMY_SCHEMA = pa.schema(
         pa.field("valid_to", pa.int64()),
     ]
 )
+
+#: one row per file a commit made: what ``check()`` compares the file with
+CHECKSUMS_SCHEMA = pa.schema([
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("sha256", pa.string(), nullable=False),
+    pa.field("bytes", pa.int64(), nullable=False),
+    pa.field("version", pa.int64(), nullable=False),
+])

@@ -321,8 +321,10 @@ class Store:
 
     def _prepare(self) -> Head | None:
         """Under the lock: the head, with every table brought back to it and unfinished work done."""
+        from .check import refuse_writes_if_damaged
         from .forget import finish_pending_forget
 
+        refuse_writes_if_damaged(self)
         head = self.head()
         self._recover(head)
         if head is not None:
@@ -407,6 +409,7 @@ class Transaction:
     ) -> Head:
         """Append the audit row that makes this transaction the new head."""
         head = self.head
+        self._record_checksums()
         lance_versions = {
             name: self.store.open_table(name).version
             for name in self.store.table_names()
@@ -443,6 +446,17 @@ class Transaction:
         except OSError as exc:  # committed all the same: the next head() reads it from the audit
             log.warning("committed version %d but could not update %s (%s)", new.version, HEAD_FILE, exc)
         return new
+
+    def _record_checksums(self) -> None:
+        """SHA-256 of every file this transaction's Lance writes made (memstore/check.py)."""
+        from .check import new_file_checksums
+        from .schema import CHECKSUMS_TABLE
+
+        if CHECKSUMS_TABLE not in self.store.table_names():
+            return  # a memory before migration 0004
+        rows = new_file_checksums(self.store, self.head, self.version)
+        if rows is not None:
+            self.table(CHECKSUMS_TABLE).add(rows)
 
 
 def _user() -> str | None:

@@ -165,3 +165,138 @@ def test_a_second_writer_waits_then_gives_up(unchanged, rng, monkeypatch):
             unchanged.add(rng.standard_normal((1, 8)), ["a"])
         with pytest.raises(BlockingIOError):
             unchanged.prune("SELECT id FROM samples WHERE id = 0")
+
+
+# -- issue 13, defect 7: bad values that passed silently, raw errors instead of memstore's ----------
+
+@pytest.mark.parametrize("w", [1e39, 3.5e38, np.finfo(np.float64).max])
+def test_weights_beyond_float32_are_refused(unchanged, rng, w):
+    """float32 holds weights up to 3.4e38: larger ones would be stored as inf (and predictions NaN)."""
+    with pytest.raises(memstore.InvalidInputError, match=r"float32.*\[1\]") as info:
+        unchanged.add(rng.standard_normal((2, 8)), ["a", "b"], weights=np.array([1.0, w]))
+    assert f"{w:g}" in str(info.value)
+    with pytest.raises(memstore.InvalidInputError, match="float32") as info:
+        unchanged.reweight(f"SELECT id, {w!r}::DOUBLE AS weight FROM samples WHERE id = 1")
+    assert f"{w:g}" in str(info.value)
+
+
+def test_float32_max_itself_is_a_weight(filled, rng):
+    big = float(np.finfo(np.float32).max)
+    filled.add(rng.standard_normal((1, 8)), ["a"], weights=[big])
+    filled.reweight(f"SELECT id, {big!r}::DOUBLE AS weight FROM samples WHERE id = 1")
+    assert filled.sql("SELECT weight FROM samples WHERE id IN (1, 100)").fetchall() == [(big,), (big,)]
+
+
+@pytest.mark.parametrize("name", ["ID", "Vector", "Label", "URI", "Weight", "Added_At", "VALID_FROM",
+                                  "Content_Hash", "Wrong_Count", "Added_In"])
+def test_case_variants_of_reserved_columns_are_refused(unchanged, rng, name):
+    """DuckDB names are case-insensitive: 'URI' would be stored but unreachable next to 'uri'."""
+    with pytest.raises(memstore.InvalidInputError, match=rf"{name!r}.*{name.lower()!r}.*case"):
+        unchanged.add(rng.standard_normal((1, 8)), ["a"], provenance={name: ["x"]})
+    table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(8, np.float32)), 8),
+                      "label": ["a"], name: ["x"]})
+    with pytest.raises(memstore.InvalidInputError, match=rf"{name!r}"):
+        unchanged.add(table)
+
+
+def test_columns_differing_only_by_case_are_refused(unchanged, rng):
+    with pytest.raises(memstore.InvalidInputError, match=r"'source'.*'Source'.*case"):
+        unchanged.add(rng.standard_normal((1, 8)), ["a"], provenance={"source": ["x"], "Source": ["y"]})
+
+
+def test_a_column_in_another_case_than_the_memorys_is_ingest_refused(rng):
+    from memstore import ingest
+
+    with pytest.raises(memstore.InvalidInputError, match=r"'Source'.*'source'.*case"):
+        ingest.prepare(rng.standard_normal((1, 8)), ["a"], {"Source": ["x"]}, existing=["uri", "source"])
+    assert list(ingest.prepare(rng.standard_normal((1, 8)), ["a"], {"source": ["x"]},
+                               existing=["source"]).extras) == ["source"]
+
+
+@pytest.mark.xfail(strict=True, reason="memory.add must pass existing=snap.provenance_columns to "
+                                       "ingest.prepare (outside this change's part of memory.py)")
+def test_a_column_in_another_case_than_the_memorys_is_refused(filled, rng):
+    filled.add(rng.standard_normal((1, 8)), ["a"], provenance={"source": ["x"]})
+    version = filled.version
+    with pytest.raises(memstore.InvalidInputError, match=r"'Source'.*'source'.*case"):
+        filled.add(rng.standard_normal((1, 8)), ["a"], provenance={"Source": ["y"]})
+    assert memstore.open(filled.path).version == version
+
+
+def test_a_nul_inside_a_label_is_kept(filled, rng):
+    """numpy's U dtype cut 'a\\x00b' to 'a': labels are converted by pyarrow, keeping every character."""
+    ids = filled.add(rng.standard_normal((2, 8)), ["a\x00b", "c"]).ids
+    assert filled.sql(f"SELECT label FROM samples WHERE id >= {ids[0]} ORDER BY id").fetchall() == [
+        ("a\x00b",), ("c",)]
+    ids = filled.add(rng.standard_normal((2, 8)), np.array(["d\x00e", "f"])).ids
+    assert filled.sql(f"SELECT label FROM samples WHERE id >= {ids[0]} ORDER BY id").fetchall() == [
+        ("d\x00e",), ("f",)]
+
+
+@pytest.mark.parametrize("labels", [[1, "a"], ["a", 1], ("b", 2)])
+def test_labels_mixing_ints_and_strings_are_refused(unchanged, rng, labels):
+    with pytest.raises(memstore.InvalidInputError, match="labels mix integers and strings"):
+        unchanged.add(rng.standard_normal((2, 8)), labels)
+
+
+def test_labels_mixing_ints_and_strings_are_refused_in_a_new_memory(mem, rng):
+    with pytest.raises(memstore.InvalidInputError, match=r"labels mix integers and strings.*1.*'a'"):
+        mem.add(rng.standard_normal((2, 8)), [1, "a"])
+    assert mem.version == 0 and memstore.open(mem.path).dim is None
+
+
+def test_pandas_missing_values_in_provenance_become_nulls(filled, rng):
+    pd = pytest.importorskip("pandas")
+    ids = filled.add(rng.standard_normal((2, 8)), ["a", "b"], provenance={
+        "uri": pd.Series(["x.png", float("nan")]), "score": pd.Series([0.5, np.nan]),
+        "source": pd.Series(["web", None])}).ids
+    assert filled.sql(f"SELECT uri, score, source FROM samples WHERE id >= {ids[0]} ORDER BY id").fetchall() \
+        == [("x.png", 0.5, "web"), (None, None, None)]
+
+
+@pytest.mark.parametrize("column", ["uri", "source"])
+def test_a_provenance_column_arrow_cannot_convert_is_refused(unchanged, rng, column):
+    with pytest.raises(memstore.InvalidInputError, match=rf"provenance column {column!r}"):
+        unchanged.add(rng.standard_normal((2, 8)), ["a", "b"], provenance={column: ["x", {"a": 1}]})
+
+
+@pytest.mark.parametrize("dtype", [np.uint64, np.uint32, np.int32, np.int16])
+def test_ids_of_any_integer_type(filled, dtype):
+    assert filled.prune(np.array([1, 2], dtype)).rows == 2
+    assert filled.reweight(pa.table({"id": pa.array([3], pa.from_numpy_dtype(dtype)),
+                                     "weight": [0.5]})).rows == 1
+    assert 1 not in filled.samples.ids and filled.sql("SELECT weight FROM samples WHERE id = 3").fetchall() == [
+        (0.5,)]
+
+
+def test_ubigint_ids_from_sql(filled):
+    assert filled.prune("SELECT id::UBIGINT AS id FROM samples WHERE id < 2").rows == 2
+    assert filled.reweight("SELECT id::UBIGINT AS id, 0.5 AS weight FROM samples WHERE id = 3").rows == 1
+    assert filled.relabel("SELECT id::UINTEGER AS id, 'z' AS label FROM samples WHERE id = 4").rows == 1
+    assert filled.sql("SELECT id, label, weight FROM samples WHERE id IN (3, 4) ORDER BY id").fetchall() == [
+        (3, "d", 0.5), (4, "z", 1.0)]
+
+
+def test_ids_beyond_int64_are_unknown(unchanged):
+    big = 2**64 - 1
+    with pytest.raises(memstore.UnknownIdsError, match=str(big)):
+        unchanged.prune(np.array([1, big], np.uint64))
+    with pytest.raises(memstore.UnknownIdsError, match=str(2**63)):
+        unchanged.prune(f"SELECT {2**63}::UBIGINT AS id UNION ALL SELECT 1::UBIGINT")
+    with pytest.raises(memstore.UnknownIdsError, match=str(big)):
+        unchanged.reweight(f"SELECT {big}::UBIGINT AS id, 0.5 AS weight")
+    with pytest.raises(memstore.UnknownIdsError, match=str(2**70)):
+        unchanged.prune([1, 2**70])
+
+
+@pytest.mark.parametrize("ids", [np.array([1.0]), [1.5, 2.0], np.array(["1"]), np.array([True])])
+def test_ids_that_are_not_integers_are_refused(unchanged, ids):
+    with pytest.raises(memstore.InvalidInputError, match=r"ids must be integers.*astype"):
+        unchanged.prune(ids)
+
+
+def test_sql_ids_that_are_not_integers_are_refused(unchanged):
+    with pytest.raises(memstore.SQLResultError, match=r"ids must be integers.*decimal.*1\.0.*CAST"):
+        unchanged.prune("SELECT 1.0 AS id")
+    with pytest.raises(memstore.SQLResultError, match=r"ids must be integers.*double"):
+        unchanged.reweight("SELECT 1.0::DOUBLE AS id, 0.5 AS weight")

@@ -1,55 +1,33 @@
 """A writer killed at any point leaves the memory at its last committed version.
 
-The writer runs in a subprocess that announces on stdout when it reaches a
-chosen point of the write (mid-stream of an add's batches, or after every Lance
-change but before the audit append that commits), then is killed there with
-SIGKILL. Kills after a random delay cover the points in between.
+A writer runs in a subprocess (tests/crashing_writer.py) that announces when it
+reaches a named point of a write, and is killed there with SIGKILL; kills after
+a random delay cover the points in between. Each case then checks what
+recovery is for, not only that the memory opens: the next write, a forget and
+a reopen give exactly the committed rows plus the new ones, ids are unique, no
+file the killed writer made is left on disk, and ``check()`` passes.
+The full matrix (every write path x every point x random delays) is
+benchmarks/crash_matrix.py.
 """
 
 import signal
 import subprocess
 import sys
-import textwrap
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import memstore
+from memstore.forget import PENDING_DIR, find_vector_bytes
 
-WRITER = textwrap.dedent("""
-    import sys, time, numpy as np, memstore
-    from memstore import ingest, versioning
-    path, op, stop_at, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-
-    def announce_and_wait(name, original):
-        calls = [0]
-        def wrapper(*args, **kwargs):
-            calls[0] += 1
-            # stop at the third batch (mid-stream), or at the first commit
-            if stop_at == name and (name != "batch" or calls[0] == 3):
-                print("at", name, flush=True)
-                time.sleep(60)  # the parent kills us here
-            return original(*args, **kwargs)
-        return wrapper
-
-    ingest._record_batch = announce_and_wait("batch", ingest._record_batch)
-    versioning.Transaction.commit = announce_and_wait("commit", versioning.Transaction.commit)
-    mem = memstore.open(path)
-    rng = np.random.default_rng(seed)
-    print("ready", flush=True)
-    if op == "add":
-        mem.add(rng.standard_normal((20000, 32)).astype("f4"), rng.integers(0, 5, 20000).astype(str),
-                batch_size=1000, message="killed?")
-    elif op == "reweight":
-        mem.reweight("SELECT id, random() AS weight FROM samples")
-    elif op == "restore":
-        mem.restore(1)
-    print("done", flush=True)
-""")
+WRITER = Path(__file__).with_name("crashing_writer.py")
 
 
-def _run_and_kill(path, op, stop_at, seed, delay=None):
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), op, stop_at, str(seed)],
+def run_and_kill(path, op, stop_at, seed=1, delay=None) -> bool:
+    """Run OP in a child, kill -9 it at STOP_AT (or after DELAY s). True if it finished first."""
+    child = subprocess.Popen([sys.executable, str(WRITER), str(path), op, stop_at, str(seed)],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -57,23 +35,53 @@ def _run_and_kill(path, op, stop_at, seed, delay=None):
             assert child.stdout.readline().strip() == f"at {stop_at}"
         else:
             time.sleep(delay)
+        finished = child.poll() == 0
         child.send_signal(signal.SIGKILL)
+        return finished
     finally:
         child.kill()
         child.wait()
 
 
-def _consistent(mem):
-    """Every table agrees with the head commit."""
-    head = mem._head
-    assert len(mem) == head.rows_total
-    assert mem.sql("SELECT count(*) FROM _data").fetchall()[0][0] == head.next_id
-    orphans = mem.sql("SELECT count(*) FROM samples s ANTI JOIN _data d ON s.id = d.id").fetchall()[0][0]
-    assert orphans == 0
+def files(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file()}
 
 
-def _state(mem):
-    return mem.version, mem.sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall()
+def contents(mem) -> list[tuple]:
+    return mem.sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall()
+
+
+#: files every commit replaces (same name, new content): not the killed writer's own
+REWRITTEN = ("head.json", "latest_version_hint.json")
+
+
+def after_the_kill_everything_works(path, before_files, rng, committed=False):
+    """The checks every crash case ends with; returns the reopened memory.
+
+    ``before_files``: the files before the killed write. Unless that write
+    committed, none of the files it made may be left once the forget is done.
+    """
+    killed_files = {f for f in files(path) - before_files if not f.endswith(REWRITTEN)}
+    mem = memstore.open(path, create=False)
+    committed, version = contents(mem), mem.version
+    ids = [r[0] for r in committed]
+    assert len(ids) == len(set(ids)) == len(mem)
+    new = mem.add(rng.standard_normal((2, 32)).astype("f4"), ["0", "1"])  # the next write
+    assert new.version == version + 1 and new.ids[0] == mem._head.next_id - 2
+    assert new.ids[0] >= max(ids, default=-1) + 1
+    gone = ids[0]
+    vector = mem.sql(f"SELECT vector FROM samples WHERE id = {gone}").fetchall()[0][0]
+    mem.forget([gone], message="after the crash")
+    mem = memstore.open(path, create=False)
+    got = contents(mem)
+    expect = [r for r in committed if r[0] != gone] + [(int(i), lab, 1.0) for i, lab in zip(new.ids, ["0", "1"])]
+    assert got == expect
+    if not committed:
+        assert not killed_files & files(path), "files of the killed writer are still on disk"
+    hits, _, _ = find_vector_bytes(path, np.array([vector], np.float32))
+    assert not hits
+    mem.check()
+    return mem
 
 
 @pytest.fixture
@@ -86,30 +94,68 @@ def crash_mem(tmp_path, rng):
 
 
 @pytest.mark.parametrize("op,stop_at", [
-    ("add", "batch"),      # killed while the vectors stream into Lance
-    ("add", "commit"),     # killed after every Lance write, before the audit append
+    ("add", "batch"),       # killed while the vectors stream into Lance
+    ("add", "commit"),      # killed after every Lance write, before the audit append
     ("reweight", "commit"),
     ("restore", "commit"),
+    ("forget", "compact"),  # forget: rows soft-deleted, not committed
 ])
-def test_kill_at_a_chosen_point_rolls_back(crash_mem, rng, op, stop_at):
-    before = _state(memstore.open(crash_mem))
-    _run_and_kill(crash_mem, op, stop_at, seed=1)
-    after = memstore.open(crash_mem)
-    _consistent(after)
-    assert _state(after) == before
-    res = after.add(rng.standard_normal((1, 32)).astype("f4"), ["0"])  # writable again
-    assert res.version == before[0] + 1 and res.ids[0] == 3000
+def test_kill_before_the_commit_rolls_back(crash_mem, rng, op, stop_at):
+    before = contents(memstore.open(crash_mem))
+    before_files = files(crash_mem)
+    run_and_kill(crash_mem, op, stop_at)
+    after = memstore.open(crash_mem, create=False)
+    assert contents(after) == before and after.version == 2
+    after_the_kill_everything_works(crash_mem, before_files, rng)
 
 
-@pytest.mark.parametrize("op", ["add", "reweight"])
-def test_kill_after_random_delays_leaves_a_committed_version(crash_mem, op):
-    for trial, delay in enumerate([0.02, 0.2, 0.5]):
-        before = _state(memstore.open(crash_mem))
-        _run_and_kill(crash_mem, op, "none", seed=trial, delay=delay)
-        after = memstore.open(crash_mem)
-        _consistent(after)
-        if after.version == before[0]:
-            assert _state(after) == before
+def test_kill_after_the_audit_append_keeps_the_commit(crash_mem, rng):
+    """Killed between the audit row and head.json: the version is committed, and stays so."""
+    before_files = files(crash_mem)
+    run_and_kill(crash_mem, "reweight", "head_record")
+    mem = memstore.open(crash_mem, create=False)
+    assert mem.version == 3 and mem.versions()["operation"].to_pylist()[-1] == "reweight"
+    after_the_kill_everything_works(crash_mem, before_files, rng, committed=True)
+
+
+@pytest.mark.parametrize("stop_at", ["cleanup", "verify", "clear_pending"])
+def test_a_forget_killed_after_its_commit_is_finished_by_the_next_open(crash_mem, rng, stop_at):
+    mem = memstore.open(crash_mem)
+    doomed = mem.sql("SELECT id, vector FROM samples WHERE id % 7 = 2 ORDER BY id").to_arrow_table()
+    vectors = np.stack(doomed["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    run_and_kill(crash_mem, "forget", stop_at)
+    assert (crash_mem / PENDING_DIR).is_dir()  # the record of what is still to do
+    if stop_at == "cleanup":  # the bytes are still in the old Lance versions at this point
+        assert find_vector_bytes(crash_mem, vectors)[0]
+    mem = memstore.open(crash_mem, create=False)  # finishes it
+    assert not (crash_mem / PENDING_DIR).exists()
+    assert not find_vector_bytes(crash_mem, vectors)[0]  # an independent scan of every file
+    assert mem.versions()["operation"].to_pylist()[-1] == "forget"
+    assert mem.sql("SELECT count(*) FROM samples WHERE id % 7 = 2").fetchall()[0][0] == 0
+    # the forgotten rows (alive at the head) are gone from version 1 too; the pruned ones stay there
+    assert mem.at(1).sql("SELECT count(*) FROM samples WHERE id % 7 = 2 AND id % 3 <> 0").fetchall()[0][0] == 0
+    after_the_kill_everything_works(crash_mem, files(crash_mem), rng, committed=True)
+
+
+def test_a_forget_killed_before_its_commit_forgets_nothing(crash_mem, rng):
+    before = contents(memstore.open(crash_mem))
+    run_and_kill(crash_mem, "forget", "erase")
+    mem = memstore.open(crash_mem, create=False)
+    assert not (crash_mem / PENDING_DIR).exists()
+    assert contents(mem) == before and mem.version == 2
+
+
+@pytest.mark.parametrize("op", ["add", "reweight", "forget"])
+def test_kill_after_random_delays_leaves_a_committed_version(crash_mem, rng, op):
+    for trial, delay in enumerate([0.05, 0.5, 1.5]):
+        before_mem = memstore.open(crash_mem)
+        before, version = contents(before_mem), before_mem.version
+        before_files = files(crash_mem)
+        run_and_kill(crash_mem, op, "none", seed=trial, delay=delay)
+        after = memstore.open(crash_mem, create=False)
+        if after.version == version:
+            assert contents(after) == before
         else:
-            assert after.version == before[0] + 1
+            assert after.version == version + 1
             assert after.audit()["operation"].to_pylist()[-1] == op
+        after_the_kill_everything_works(crash_mem, before_files, rng, committed=after.version > version)
