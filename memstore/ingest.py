@@ -39,12 +39,15 @@ class Batch:
         return len(self.vectors)
 
 
-def prepare(vectors, labels=None, provenance=None, weights=None, *, dim=None, label_type=None) -> Batch:
+def prepare(vectors, labels=None, provenance=None, weights=None, *, dim=None, label_type=None,
+            existing=()) -> Batch:
     """Validate and convert one ``add`` call's inputs.
 
     Parameters
     ----------
     dim, label_type : the memory's, or None for the first add, which sets them.
+    existing : the names of the memory's provenance columns (a new column may not
+        differ from one of them only by case).
     """
     columns: dict[str, Any] = {}
     if isinstance(vectors, (pa.Table, pa.RecordBatch)):
@@ -76,6 +79,7 @@ def prepare(vectors, labels=None, provenance=None, weights=None, *, dim=None, la
         provenance={},
         extras={},
     )
+    check_column_names(merged, existing)
     for key, value in merged.items():
         if key in _USER_PROVENANCE:
             batch.provenance[key] = as_column(key, value, n, pa.string())
@@ -87,6 +91,40 @@ def prepare(vectors, labels=None, provenance=None, weights=None, *, dim=None, la
         else:
             batch.extras[key] = as_column(key, value, n, None)
     return batch
+
+
+def check_column_names(names, existing=()) -> None:
+    """Refuse provenance names that SQL could not tell apart: DuckDB names are case-insensitive.
+
+    A name whose lower case is one of memstore's columns (``URI``, ``ID``), two
+    names of one add that differ only by case, and a name that differs from a
+    column the memory already has only by case would all be stored but be
+    unreachable (or ambiguous) in ``mem.sql``.
+    """
+    for key in names:
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"provenance column names are non-empty strings, got {key!r}")
+        low = key.lower()
+        if low in RESERVED_COLUMNS and key != low:
+            hint = (f"name it {low!r}" if low in _USER_PROVENANCE
+                    else f"{low!r} is set by memstore: choose another name")
+            raise InvalidInputError(
+                f"provenance column {key!r} differs from memstore's column {low!r} only by case, and SQL "
+                f"names are case-insensitive, so it could not be queried; {hint}")
+    seen: dict[str, str] = {}
+    for key in names:
+        other = seen.setdefault(key.lower(), key)
+        if other != key:
+            raise InvalidInputError(
+                f"provenance columns {other!r} and {key!r} differ only by case, and SQL names are "
+                "case-insensitive, so one could not be queried; merge them or rename one")
+    have = {c.lower(): c for c in existing}
+    for key in names:
+        other = have.get(key.lower())
+        if other is not None and other != key:
+            raise InvalidInputError(
+                f"provenance column {key!r} differs from the memory's column {other!r} only by case, and "
+                f"SQL names are case-insensitive, so it could not be queried; name it {other!r}")
 
 
 def check_vector_dtype(requested: str | None, stored: str | None) -> str:
@@ -178,7 +216,9 @@ def as_labels(labels, n: int, label_type: pa.DataType | None) -> pa.Array:
         labels = labels.combine_chunks()
     if isinstance(labels, (str, bytes)) or np.ndim(labels) == 0:
         labels = [labels] * n  # one label for the whole batch
-    if not isinstance(labels, pa.Array):
+    if isinstance(labels, (list, tuple)):
+        labels = _python_labels(labels)  # by pyarrow itself: numpy's U dtype would cut at a NUL
+    elif not isinstance(labels, pa.Array):
         arr = np.asarray(labels)
         if arr.dtype.kind in "iu":
             labels = pa.array(arr.astype(np.int64))
@@ -187,8 +227,8 @@ def as_labels(labels, n: int, label_type: pa.DataType | None) -> pa.Array:
                 f"labels must be class names (str) or integer ids, got dtype {arr.dtype}; "
                 "cast them, e.g. labels.astype(int)"
             )
-        else:
-            labels = pa.array(list(labels) if arr.dtype == object else arr.astype(str))
+        else:  # U/S/object arrays go through Python strings: pa.array(U array) cuts at a NUL
+            labels = _python_labels(arr.tolist() if arr.dtype.kind in "UO" else arr.astype(str).tolist())
     if pa.types.is_dictionary(labels.type):
         labels = labels.dictionary_decode()
     if pa.types.is_integer(labels.type):
@@ -212,6 +252,22 @@ def as_labels(labels, n: int, label_type: pa.DataType | None) -> pa.Array:
     return labels
 
 
+def _python_labels(values: list | tuple) -> pa.Array:
+    """Labels from a Python sequence, converted by pyarrow (every character kept); ints and strs not mixed."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        first_int = next(((i, v) for i, v in enumerate(values)
+                          if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))), None)
+        first_str = next(((i, v) for i, v in enumerate(values) if isinstance(v, str)), None)
+        if first_int is not None and first_str is not None:
+            raise InvalidInputError(
+                f"labels mix integers and strings ({first_int[1]!r} at position {first_int[0]}, "
+                f"{first_str[1]!r} at position {first_str[0]}); pass all class names (str), "
+                "e.g. [str(x) for x in labels], or all integer ids") from None
+        raise InvalidInputError(f"labels must be class names (str) or integer ids: {exc}") from None
+
+
 def as_weights(weights, n: int) -> np.ndarray:
     """Quality weights in [0, inf), one per vector; default 1.0."""
     if weights is None:
@@ -229,7 +285,12 @@ def as_weights(weights, n: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
+#: the largest finite float32: weights are stored as float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_weights(w: np.ndarray) -> None:
+    """Weights are finite, >= 0 and finite once stored as float32 (at most ~3.4e38)."""
     bad = ~(np.isfinite(w) & (w >= 0))
     if bad.any():
         first = np.flatnonzero(bad)[:5]
@@ -237,18 +298,35 @@ def check_weights(w: np.ndarray) -> None:
             f"weights must be finite and >= 0; got {w[first].tolist()} at position(s) "
             f"{first.tolist()}; use 0 to silence a row, or prune it"
         )
+    with np.errstate(over="ignore"):
+        big = np.isinf(w.astype(np.float32))
+    if big.any():
+        first = np.flatnonzero(big)[:5]
+        raise InvalidInputError(
+            f"weights are stored as float32, which holds at most {FLOAT32_MAX:g}; got "
+            f"{', '.join(f'{v:g}' for v in w[first])} at position(s) {first.tolist()}, which would "
+            "become inf; scale the weights down (only their ratios matter to the heads)"
+        )
 
 
 def as_column(name: str, value, n: int, arrow_type: pa.DataType | None) -> pa.Array:
     """A provenance column: a scalar repeated n times, or n values."""
     if isinstance(value, pa.ChunkedArray):
         value = value.combine_chunks()
-    if isinstance(value, (str, bytes, int, float, bool, datetime)) or value is None:
-        arr = pa.array([value] * n, type=arrow_type)
-    elif isinstance(value, pa.Array):
-        arr = value
-    else:
-        arr = pa.array(np.asarray(value).tolist() if hasattr(value, "shape") else list(value))
+    try:
+        if isinstance(value, (str, bytes, int, float, bool, datetime)) or value is None:
+            arr = pa.array([value] * n, type=arrow_type)
+        elif isinstance(value, pa.Array):
+            arr = value
+        elif type(value).__module__.partition(".")[0] == "pandas":
+            arr = pa.array(value, from_pandas=True)  # NaN / None / NaT: null
+        else:
+            arr = pa.array(np.asarray(value).tolist() if hasattr(value, "shape") else list(value))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"provenance column {name!r} cannot be stored: {exc}; pass one value per vector of a "
+            "single type (strings, numbers, booleans or timestamps), None for a missing one"
+        ) from None
     if len(arr) != n:
         raise InvalidInputError(
             f"provenance column {name!r} has {len(arr)} values for {n} vectors; "

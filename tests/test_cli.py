@@ -177,3 +177,107 @@ def test_forget_quality_and_taxonomy_commands(runner, tmp_path, rng):
     out = json.loads(invoke(runner, "classify", path, tmp_path / "q.npy", "-k", "3", "--level", "0",
                             "--format", "json").stdout)
     assert {r["predicted"] for r in out} <= {"footwear", "tops"}
+
+
+# -- issue 13, defect 8: one-line errors, never a traceback; the CLI never creates a memory by accident ----
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_os_errors_are_one_line_naming_the_path(runner, tmp_path):
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    target = tmp_path / "file.txt" / "sub.mem"
+    _one_line_error(runner.invoke(main, ["init", str(target)]), str(tmp_path / "file.txt"))
+
+
+def test_a_full_disk_or_permission_error_is_one_line(runner, tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "m.mem"
+    invoke(runner, "init", path)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(memstore.Memory, "info", full)
+    _one_line_error(runner.invoke(main, ["info", str(path)]), "No space left on device", str(path))
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path / "tables"))
+
+    monkeypatch.setattr(memstore.Memory, "versions", denied)
+    _one_line_error(runner.invoke(main, ["versions", str(path)]), "Permission denied", str(path / "tables"))
+
+
+def test_multi_line_messages_become_one_line(runner, tmp_path, monkeypatch):
+    path = tmp_path / "m.mem"
+    invoke(runner, "init", path)
+
+    def fails(*a, **k):
+        raise memstore.InvalidInputError("first line\nsecond line")
+
+    monkeypatch.setattr(memstore.Memory, "audit", fails)
+    _one_line_error(runner.invoke(main, ["audit", str(path)]), "first line", "second line")
+
+
+def test_usage_errors_stay_clicks(runner, tmp_path):
+    path = tmp_path / "m.mem"
+    invoke(runner, "init", path)
+    result = runner.invoke(main, ["add", str(path), str(tmp_path / "nowhere.npy")])
+    assert result.exit_code == 2 and "does not exist" in result.output and "Usage:" in result.output
+    result = runner.invoke(main, ["tag", str(path), "x", "--version", "²"])
+    assert result.exit_code == 2 and "'²'" in result.output
+
+
+def test_version_refs_are_ascii_digits(runner, tmp_path, rng):
+    path = tmp_path / "m.mem"
+    mem = memstore.open(path)
+    mem.add(rng.standard_normal((4, 3)).astype(np.float32), ["a", "b", "a", "b"])
+    _one_line_error(runner.invoke(main, ["restore", str(path), "²"]), "'²'")
+    _one_line_error(runner.invoke(main, ["sql", str(path), "SELECT 1", "--at", "²"]), "'²'")
+    _one_line_error(runner.invoke(main, ["taxonomy", str(path), "--at", "١"]), "'١'")  # Arabic-Indic one
+    result = runner.invoke(main, ["forget", str(path), "1,²"])
+    assert result.exit_code == 2 and "'²'" in result.output and "Traceback" not in result.output
+    assert memstore.open(path).version == 1 and len(memstore.open(path)) == 4
+    assert json.loads(invoke(runner, "sql", path, "SELECT count(*) AS n FROM samples", "--at", "0",
+                             "--format", "json").stdout) == [{"n": 0}]
+
+
+@pytest.mark.parametrize("where", ["missing.mem", "a/b/typo.mem"])
+def test_info_on_a_missing_memory_creates_nothing(runner, tmp_path, where):
+    path = tmp_path / where
+    _one_line_error(runner.invoke(main, ["info", str(path)]), "memstore init", str(path))
+    assert not path.exists() and not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["versions"], ["audit"], ["tag", "x"], ["restore", "0"], ["prune", "SELECT 1 AS id"],
+    ["reweight", "SELECT 1 AS id, 1.0 AS weight"], ["relabel", "SELECT 1 AS id, 'a' AS label"],
+    ["sql", "SELECT 1"], ["forget", "1,2"], ["quality"], ["taxonomy"], ["index"],
+])
+def test_no_command_but_init_creates_a_memory(runner, tmp_path, args):
+    path = tmp_path / "a" / "typo.mem"
+    _one_line_error(runner.invoke(main, [args[0], str(path), *args[1:]]), "memstore init")
+    assert not (tmp_path / "a").exists()
+
+
+def test_add_to_a_missing_memory_needs_init(runner, tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    (tmp_path / "y.txt").write_text("a\nb")
+    np.save(tmp_path / "q.npy", np.ones((1, 3), np.float32))
+    path = tmp_path / "new.mem"
+    for args in (["add", str(path), str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.txt")],
+                 ["add-images", str(path), "digits:train", "--limit", "1"],
+                 ["search", str(path), str(tmp_path / "q.npy")],
+                 ["classify", str(path), str(tmp_path / "q.npy")]):
+        _one_line_error(runner.invoke(main, args), "memstore init")
+        assert not path.exists()
+    assert "version 0" in invoke(runner, "init", path).stdout
+    assert json.loads(invoke(runner, "add", path, tmp_path / "x.npy", "--labels", tmp_path / "y.txt",
+                             "--format", "json").stdout) == [{"version": 1, "rows": 2}]
