@@ -126,6 +126,7 @@ class Store:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.db = lancedb.connect(str(self.path / TABLES_DIR))
+        self._lock_depth = 0
 
     # -- the directory -------------------------------------------------
     @staticmethod
@@ -273,7 +274,19 @@ class Store:
     # -- writing -------------------------------------------------------------
     @contextmanager
     def lock(self, timeout: float | None = None):
-        """Exclusive writer lock; waits up to ``timeout`` (default LOCK_TIMEOUT) seconds."""
+        """Exclusive writer lock; waits up to ``timeout`` (default LOCK_TIMEOUT) seconds.
+
+        Re-entrant within this Store: a write holds it while its SELECT chooses
+        the rows and while its transaction changes them, so the rows are chosen
+        at the version they are changed in.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
         timeout = LOCK_TIMEOUT if timeout is None else timeout
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -290,7 +303,11 @@ class Store:
                             f"more than {timeout:.0f}s; retry when it has finished"
                         ) from None
                     time.sleep(0.05)
-            yield
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 

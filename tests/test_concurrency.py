@@ -1,0 +1,87 @@
+"""Several processes on one memory: 4 writers (adds, reweights, forgets) and 2 readers.
+
+Every committed row is there exactly once, every add is seen whole or not at
+all, and no reader ever sees a raw error, including while forgets remove the
+Lance versions it was reading (memstore/stale.py).
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import memstore
+
+WRITER = textwrap.dedent("""
+    import json, sys, numpy as np, memstore
+    path, me, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    mem = memstore.open(path, create=False)
+    rng = np.random.default_rng(me)
+    added, forgotten = [], []
+    for r in range(rounds):
+        batch = f"w{me}-{r}"
+        res = mem.add(rng.standard_normal((50, 16)).astype("f4"), str(me), provenance={"uri": batch})
+        added.append((batch, res.ids.tolist()))
+        mem.reweight(f"SELECT id, {r} / 10.0 AS weight FROM samples WHERE uri = '{batch}'")
+        if r % 2 == 1:  # forget a whole earlier batch of ours: batches stay all-or-nothing
+            victim = f"w{me}-{r - 1}"
+            mem.forget(f"SELECT id FROM samples WHERE uri = '{victim}'")
+            forgotten.append(victim)
+    print(json.dumps({"added": added, "forgotten": forgotten}))
+""")
+
+READER = textwrap.dedent("""
+    import json, sys, time, numpy as np, memstore
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    mem = memstore.open(path, read_only=True)
+    q = np.random.default_rng(0).standard_normal((2, 16)).astype("f4")
+    errors, reads, partial = [], 0, []
+    end = time.time() + seconds
+    while time.time() < end:
+        reads += 1
+        try:
+            mem.refresh()
+            sizes = mem.sql("SELECT uri, count(*) FROM samples WHERE uri LIKE 'w%' GROUP BY uri").fetchall()
+            partial += [s for s in sizes if s[1] != 50]
+            if len(mem):
+                mem.search(q, 3)
+            mem.at(1).sql("SELECT count(*), sum(weight) FROM samples").fetchall()
+        except Exception as exc:
+            errors.append(f"{type(exc).__module__}.{type(exc).__name__}: {str(exc)[:200]}")
+    print(json.dumps({"reads": reads, "errors": errors, "partial": partial}))
+""")
+
+
+def test_four_writers_and_two_readers(tmp_path, rng):
+    path = tmp_path / "shared.mem"
+    mem = memstore.open(path)
+    mem.add(rng.standard_normal((500, 16)).astype("f4"), "seed", provenance={"uri": "seed"})
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(i), "4"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), "40"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in writers + readers]
+    for p, (out, err) in zip(writers + readers, outputs):
+        assert p.returncode == 0, err[-3000:]
+    written = [json.loads(out) for out, _ in outputs[:4]]
+    seen = [json.loads(out) for out, _ in outputs[4:]]
+    for r in seen:
+        assert r["reads"] > 5
+        assert r["errors"] == [], r["errors"][:3]
+        assert r["partial"] == []
+    mem = memstore.open(path, create=False)
+    expect = set(range(500))
+    for w in written:
+        gone = set(w["forgotten"])
+        for batch, ids in w["added"]:
+            if batch not in gone:
+                expect |= set(ids)
+    got = [r[0] for r in mem.sql("SELECT id FROM samples").fetchall()]
+    assert len(got) == len(set(got)) and set(got) == expect
+    versions = mem.versions()["version"].to_pylist()
+    assert versions == list(range(len(versions)))  # one version per write, none lost or doubled
+    assert len(versions) == 2 + 4 * (4 + 4 + 2)
+    mem.check()
