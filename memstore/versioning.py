@@ -306,6 +306,10 @@ class Store:
             self._lock_depth = 1
             try:
                 yield
+            except Exception as exc:
+                if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                    raise self.disk_full() from exc
+                raise
             finally:
                 self._lock_depth = 0
         finally:
@@ -330,11 +334,14 @@ class Store:
                     except Exception as again:  # the head is untouched: the next writer recovers
                         log.warning("rollback of an uncommitted write failed (%s); the next write retries it", again)
                 if is_disk_full(exc) and not isinstance(exc, DiskFullError):
-                    raise DiskFullError(
-                        errno.ENOSPC, f"the disk holding {str(self.path)!r} is full; nothing was "
-                        f"committed, the memory is at version {head.version if head else 0}. Free space "
-                        "and retry") from exc
+                    raise self.disk_full(head) from exc
                 raise
+
+    def disk_full(self, head: Head | None = None) -> DiskFullError:
+        head = head or self.head()
+        return DiskFullError(
+            errno.ENOSPC, f"the disk holding {str(self.path)!r} is full; nothing was committed, the "
+            f"memory is at version {head.version if head else 0}. Free space there and retry")
 
     def _prepare(self) -> Head | None:
         """Under the lock: the head, with every table brought back to it and unfinished work done."""
