@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo)
 
-.PHONY: install data demo test bench clean
+.PHONY: install data demo test bench mutants clean
 
 install: $(STAMP) data
 
@@ -28,6 +28,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Deliberate bugs, one at a time in a scratch copy: the suite must catch each (not part of `make test`)
+mutants: install
+	$(PY) benchmarks/mutants.py
 
 bench: install
 	$(PY) benchmarks/bench_store.py

@@ -178,3 +178,50 @@ def test_find_vector_bytes_tries_every_offset_and_chunk_boundary(tmp_path, rng):
     assert (files, size, skipped) == (1, 1000, 0)
     zero = np.zeros((1, 6), np.float32)
     assert find_vector_bytes(tmp_path, zero)[2] == 1  # no anchor: cannot be searched for
+
+
+def _fail_once_at_commit(monkeypatch):
+    from memstore import versioning
+
+    original = versioning.Transaction.commit
+
+    def failing(self, *args, **kwargs):
+        monkeypatch.setattr(versioning.Transaction, "commit", original)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(versioning.Transaction, "commit", failing)
+
+
+@pytest.mark.parametrize("failed", ["add", "reweight", "forget"])
+def test_a_forget_after_a_failed_write_keeps_the_memory_whole(filled, rng, monkeypatch, failed):
+    """A failed write is rolled back by a new Lance version: cleanup must keep the one the head names."""
+    before = filled.sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall()
+    _fail_once_at_commit(monkeypatch)
+    with pytest.raises(memstore.DiskFullError):
+        if failed == "add":
+            filled.add(rng.standard_normal((5, 8)).astype(np.float32), "z")
+        elif failed == "reweight":
+            filled.reweight("SELECT id, 0.1 AS weight FROM samples")
+        else:
+            filled.forget([1, 2])
+    report = filled.forget([0], message="retried after the failure")
+    mem = memstore.open(filled.path, create=False)
+    assert report.version == mem.version == 2
+    assert mem.sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall() == before[1:]
+    assert len(mem.at(1)) == 99
+    mem.add(rng.standard_normal((1, 8)).astype(np.float32), "a")
+    mem.check()
+
+
+def test_cleanup_keeps_the_lance_versions_the_head_names(filled, rng, monkeypatch):
+    _fail_once_at_commit(monkeypatch)
+    with pytest.raises(memstore.DiskFullError):
+        filled.reweight("SELECT id, 0.1 AS weight FROM samples")
+    store = filled._store
+    head = store.head()
+    state = store.dataset("sample_state")
+    assert state.version != head.lance_versions["sample_state"]  # rolled back by a new version
+    with store.lock():
+        store.cleanup(head)
+    mem = memstore.open(filled.path, create=False)
+    assert len(mem) == 100 and mem.check().problems == []
