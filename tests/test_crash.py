@@ -1,87 +1,21 @@
 """A writer killed at any point leaves the memory at its last committed version.
 
-A writer runs in a subprocess (tests/crashing_writer.py) that announces when it
+A writer runs in a subprocess (tests/crash_harness.py) that announces when it
 reaches a named point of a write, and is killed there with SIGKILL; kills after
 a random delay cover the points in between. Each case then checks what
 recovery is for, not only that the memory opens: the next write, a forget and
 a reopen give exactly the committed rows plus the new ones, ids are unique, no
 file the killed writer made is left on disk, and ``check()`` passes.
-The full matrix (every write path x every point x random delays) is
-benchmarks/crash_matrix.py.
+The harness is tests/crash_harness.py; the full matrix (every write path x
+every point x random delays) is benchmarks/crash_matrix.py.
 """
-
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import memstore
+from crash_harness import after_the_kill_everything_works, contents, files, run_and_kill
 from memstore.forget import PENDING_DIR, find_vector_bytes
-
-WRITER = Path(__file__).with_name("crashing_writer.py")
-
-
-def run_and_kill(path, op, stop_at, seed=1, delay=None) -> bool:
-    """Run OP in a child, kill -9 it at STOP_AT (or after DELAY s). True if it finished first."""
-    child = subprocess.Popen([sys.executable, str(WRITER), str(path), op, stop_at, str(seed)],
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        if delay is None:
-            assert child.stdout.readline().strip() == f"at {stop_at}"
-        else:
-            time.sleep(delay)
-        finished = child.poll() == 0
-        child.send_signal(signal.SIGKILL)
-        return finished
-    finally:
-        child.kill()
-        child.wait()
-
-
-def files(path) -> set[str]:
-    return {str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file()}
-
-
-def contents(mem) -> list[tuple]:
-    return mem.sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall()
-
-
-#: files every commit replaces (same name, new content): not the killed writer's own
-REWRITTEN = ("head.json", "latest_version_hint.json")
-
-
-def after_the_kill_everything_works(path, before_files, rng, committed=False):
-    """The checks every crash case ends with; returns the reopened memory.
-
-    ``before_files``: the files before the killed write. Unless that write
-    committed, none of the files it made may be left once the forget is done.
-    """
-    killed_files = {f for f in files(path) - before_files if not f.endswith(REWRITTEN)}
-    mem = memstore.open(path, create=False)
-    committed, version = contents(mem), mem.version
-    ids = [r[0] for r in committed]
-    assert len(ids) == len(set(ids)) == len(mem)
-    new = mem.add(rng.standard_normal((2, 32)).astype("f4"), ["0", "1"])  # the next write
-    assert new.version == version + 1 and new.ids[0] == mem._head.next_id - 2
-    assert new.ids[0] >= max(ids, default=-1) + 1
-    gone = ids[0]
-    vector = mem.sql(f"SELECT vector FROM samples WHERE id = {gone}").fetchall()[0][0]
-    mem.forget([gone], message="after the crash")
-    mem = memstore.open(path, create=False)
-    got = contents(mem)
-    expect = [r for r in committed if r[0] != gone] + [(int(i), lab, 1.0) for i, lab in zip(new.ids, ["0", "1"])]
-    assert got == expect
-    if not committed:
-        assert not killed_files & files(path), "files of the killed writer are still on disk"
-    hits, _, _ = find_vector_bytes(path, np.array([vector], np.float32))
-    assert not hits
-    mem.check()
-    return mem
 
 
 @pytest.fixture
