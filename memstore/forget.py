@@ -229,7 +229,7 @@ class _Patterns:
         both = (words[:, :-1] != 0) & (words[:, 1:] != 0)  # (m, dim - 1)
         # a 1-d vector is 4 bytes: too short to tell from any other word, so never searchable
         rows = np.flatnonzero(both.any(1)) if words.shape[1] > 1 else np.zeros(0, np.int64)
-        where = both[rows].argmax(1)
+        where = both[rows].argmax(1) if both.shape[1] else np.zeros(0, np.int64)
         anchors = words[rows, where].astype(np.uint64) | (words[rows, where + 1].astype(np.uint64) << 32)
         order = np.argsort(anchors, kind="stable")
         bitmap = np.zeros(1 << FILTER_BITS, bool)

@@ -225,3 +225,11 @@ def test_cleanup_keeps_the_lance_versions_the_head_names(filled, rng, monkeypatc
         store.cleanup(head)
     mem = memstore.open(filled.path, create=False)
     assert len(mem) == 100 and mem.check().problems == []
+
+
+def test_forget_on_a_one_dimensional_memory_works_and_says_what_it_could_not_scan(tmp_path):
+    mem = memstore.open(tmp_path / "d1.mem")
+    mem.add(np.arange(1, 11, dtype=np.float32).reshape(10, 1), ["a"] * 10)
+    report = mem.forget([3, 4])
+    assert report.rows == 2 and report.unverifiable == 2  # 4 bytes cannot be told from any other word
+    assert len(memstore.open(tmp_path / "d1.mem", create=False)) == 8
