@@ -23,8 +23,25 @@ FORMATS = click.Choice(["table", "json", "csv"])
 MAX_CELL = 48
 
 
-def _open(path: str) -> memstore.Memory:
-    return memstore.open(path)
+def _open(path: str, *, create: bool = False) -> memstore.Memory:
+    """The memory at PATH; a new one only for ``memstore init`` (create=True).
+
+    The path is kept in the click context, for error messages that name no file.
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["memstore.path"] = path
+    return memstore.open(path, create=create)
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``'²'.isdigit()`` is True, but ``int('²')`` fails."""
+    return text.isascii() and text.isdigit()
+
+
+def _ref(ref: str) -> int | str:
+    """A version number (ASCII digits) or else a tag name."""
+    return int(ref) if _is_number(ref) else ref
 
 
 def _emit(table: pa.Table, fmt: str) -> None:
@@ -58,14 +75,36 @@ def _result(res: memstore.WriteResult, fmt: str) -> None:
     _emit(pa.table({"version": [res.version], "rows": [res.rows]}), fmt)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError's message with the path(s) it concerns."""
+    text = str(exc)
+    for name in (exc.filename, exc.filename2):
+        if name is not None and str(name) not in text:
+            text += f": {name}"
+    return text
+
+
 class _Group(click.Group):
-    """Turns memstore's own errors into a one-line message and exit code 1."""
+    """Turns memstore's errors and OSErrors (disk full, permission) into one line and exit code 1.
+
+    Click's own usage errors (exit code 2) pass through unchanged.
+    """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MemstoreError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            message = _os_error(exc)
+            if exc.filename is None and ctx.meta.get("memstore.path"):
+                message += f" (memory {ctx.meta['memstore.path']})"
+            click.echo(f"error: {_one_line(message)}", err=True)
             sys.exit(1)
 
 
@@ -79,7 +118,7 @@ def main():
 @click.argument("path")
 def init(path):
     """Create a memory at PATH (a new or empty directory); open it if it exists."""
-    mem = _open(path)
+    mem = _open(path, create=True)
     click.echo(f"memory {mem.path} at version {mem.version}")
 
 
@@ -99,10 +138,12 @@ def init(path):
 def add(path, source, labels_file, vector_column, label_column, dataset, split, message, fmt):
     """Add the vectors of SOURCE (.npy, .parquet, .arrow/.feather) to the memory at PATH.
 
-    A parquet/arrow SOURCE holds a vector column and a label column; its other
-    columns become provenance (uri, split, ... or your own names).
+    A parquet/arrow SOURCE holds a vector column and a label column, and may hold
+    a weight column (quality weights); its other columns become provenance (uri,
+    split, ... or your own names).
     """
     provenance = {k: v for k, v in (("dataset", dataset), ("split", split)) if v is not None}
+    weights = None
     src = Path(source)
     if src.suffix == ".npy":
         if not labels_file:
@@ -118,12 +159,14 @@ def add(path, source, labels_file, vector_column, label_column, dataset, split, 
                 raise click.UsageError(f"{source} has no column {col!r} (columns: {table.column_names}); "
                                        f"name it with {opt}")
         vectors, labels = table[vector_column], table[label_column]
+        if "weight" in table.column_names and "weight" not in (vector_column, label_column):
+            weights = table["weight"]
         for name in table.column_names:
-            if name not in (vector_column, label_column):
+            if name not in (vector_column, label_column, "weight"):
                 provenance.setdefault(name, table[name])
     mem = _open(path)
-    res = mem.add(vectors, labels, provenance=provenance, message=message or f"add {src.name}",
-                  progress=None)
+    res = mem.add(vectors, labels, provenance=provenance, weights=weights,
+                  message=message or f"add {src.name}", progress=None)
     _result(res, fmt)
 
 
@@ -187,10 +230,11 @@ def add_images(path, source, limit, open_clip_model, checkpoint, batch_size, mes
     from .encoders import efficientnet_lite0, open_clip_image
 
     images, labels = _image_source(source, limit)
+    mem = _open(path)  # before the encoder loads: a missing memory fails at once
     encoder = (open_clip_image(open_clip_model, checkpoint=checkpoint) if open_clip_model
                else efficientnet_lite0())
-    res = _open(path).add_images(images, labels, encoder=encoder, message=message,
-                                 batch_size=batch_size, progress=True)
+    res = mem.add_images(images, labels, encoder=encoder, message=message,
+                         batch_size=batch_size, progress=True)
     _result(res, fmt)
 
 
@@ -199,9 +243,17 @@ def add_images(path, source, limit, open_clip_model, checkpoint, batch_size, mes
 @click.argument("query")
 @click.option("--at", "at", help="Run at this version number or tag.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def sql(path, query, at, fmt):
-    """Run a read-only SQL QUERY (tables samples, taxonomy, audit, tags)."""
-    _emit(_at(_open(path), at).sql(query).to_arrow_table(), fmt)
+@click.option("--timeout", "timeout", type=float, default=memstore.sql.SQLLimits.timeout, show_default=True,
+              help="Stop the query after this many seconds.")
+@click.option("--memory-limit", "memory_limit", default=memstore.sql.SQLLimits.memory_limit, show_default=True,
+              help="DuckDB memory the query may use, e.g. 500MB or 16GB.")
+def sql(path, query, at, fmt, timeout, memory_limit):
+    """Run a read-only SQL QUERY (tables samples, taxonomy, audit, tags).
+
+    The query sees the memory's tables only: no files, no extensions, no settings.
+    """
+    mem = memstore.open(path, create=False, sql_timeout=timeout, sql_memory_limit=memory_limit)
+    _emit(_at(mem, at).sql(query).to_arrow_table(), fmt)
 
 
 @main.command()
@@ -229,7 +281,7 @@ def tag(path, name, version):
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def restore(path, ref, message, fmt):
     """Make a new version equal to version or tag REF."""
-    _result(_open(path).restore(int(ref) if ref.isdigit() else ref, message=message), fmt)
+    _result(_open(path).restore(_ref(ref), message=message), fmt)
 
 
 def _sql_write_command(name: str, doc: str) -> None:
@@ -261,8 +313,13 @@ def forget(path, select, message, rebuild_index, fmt):
     They leave every version, tag, index and file; the command checks the files
     before it reports success.
     """
-    if all(part.strip().isdigit() for part in select.split(",")):
-        select = np.array([int(part) for part in select.split(",")])
+    parts = [part.strip() for part in select.split(",")]
+    if all(part.isdigit() for part in parts):  # an id list (Unicode digits too, to name them)
+        bad = [part for part in parts if not _is_number(part)]
+        if bad:
+            raise click.BadParameter(f"{bad[0]!r} is not an id: ids are ASCII digits, e.g. 12,40,41",
+                                     param_hint="SELECT")
+        select = [int(part) for part in parts]
     report = _open(path).forget(select, message=message, rebuild_index=rebuild_index)
     _emit(pa.table({
         "version": [report.version], "rows": [report.rows], "files_scanned": [report.files_scanned],
@@ -313,7 +370,7 @@ def taxonomy(path, source, message, at, fmt):
 
 
 def _at(mem: memstore.Memory, at: str | None) -> memstore.Memory:
-    return mem if at is None else mem.at(int(at) if at.isdigit() else at)
+    return mem if at is None else mem.at(_ref(at))
 
 
 def _queries(source: str) -> np.ndarray:
@@ -352,8 +409,9 @@ def index(path, index_type, metric, target_recall, partitions, message, fmt):
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def search(path, queries, k, metric, index_, at, fmt):
     """The K nearest rows of each vector in QUERIES (.npy): query, rank, id, distance, label."""
+    q = _queries(queries)
     mem = _at(_open(path), at)
-    _emit(mem.search(_queries(queries), k, metric=metric, index=index_), fmt)
+    _emit(mem.search(q, k, metric=metric, index=index_), fmt)
 
 
 @main.command()
@@ -368,9 +426,9 @@ def search(path, queries, k, metric, index_, at, fmt):
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def classify(path, queries, k, voting, at, level, explain, fmt):
     """Classify each vector in QUERIES (.npy) with the kNN head; --explain attributes it to rows."""
+    q = _queries(queries)
     mem = _at(_open(path), at)
     clf = memstore.KNNClassifier(k=k, voting=voting, level=level).fit(mem)
-    q = _queries(queries)
     if explain:
         _emit(clf.explain(q), fmt)
         return

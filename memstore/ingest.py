@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import DimensionMismatchError, InvalidInputError
+from .errors import DimensionMismatchError, InvalidInputError, SQLResultError, UnknownIdsError
 from .schema import PROVENANCE_COLUMNS, RESERVED_COLUMNS, TIMESTAMP
 
 _USER_PROVENANCE = tuple(c for c in PROVENANCE_COLUMNS if c != "added_at")
@@ -268,6 +268,69 @@ def _python_labels(values: list | tuple) -> pa.Array:
         raise InvalidInputError(f"labels must be class names (str) or integer ids: {exc}") from None
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _beyond_int64(values) -> UnknownIdsError:
+    big = [int(v) for v in values if not INT64_MIN <= int(v) <= INT64_MAX]
+    return UnknownIdsError(
+        f"{len(big)} id(s) are beyond int64 and so not rows of the memory, e.g. {big[:5]}; "
+        "select ids FROM samples")
+
+
+def id_array(values) -> pa.Array:
+    """Ids given as an array or a sequence (not a SELECT), as an Arrow array of their own type."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values
+    try:
+        arr = np.asarray(values).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"ids must be a flat sequence of integers: {exc}") from None
+    if arr.dtype == object and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                                   for v in arr):
+        if any(not INT64_MIN <= int(v) <= INT64_MAX for v in arr):
+            raise _beyond_int64(arr)  # Python ints beyond uint64 too
+        arr = arr.astype(np.int64)
+    try:
+        return pa.array(arr)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInputError(f"ids must be integers, got {arr.dtype} values: {exc}; "
+                                "pass integer ids, e.g. ids.astype(np.int64)") from None
+
+
+def int64_ids(ids, *, from_sql: bool) -> pa.Array:
+    """An id column of any integer type (or DuckDB HUGEINT, a decimal of scale 0) as int64.
+
+    Values beyond int64 are no ids of a memory: UnknownIdsError names them.
+    """
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.dictionary_decode()
+    t = ids.type
+    if not (pa.types.is_integer(t) or (pa.types.is_decimal(t) and t.scale == 0)):
+        shown = ", ".join(str(v) for v in ids.slice(0, 5).to_pylist())
+        if from_sql:
+            raise SQLResultError(
+                f"ids must be integers, got {t} values ({shown}) from the SELECT; CAST them, "
+                "e.g. SELECT CAST(x AS BIGINT) AS id")
+        raise InvalidInputError(
+            f"ids must be integers, got {t} values ({shown}); cast them, e.g. ids.astype(np.int64)")
+    if ids.null_count:
+        raise (SQLResultError if from_sql else InvalidInputError)(
+            f"{ids.null_count} id(s) are NULL; every selected row needs an id (WHERE id IS NOT NULL)")
+    if t == pa.int64():
+        return ids
+    try:
+        return ids.cast(pa.int64())  # a safe cast: fails for values beyond int64
+    except pa.ArrowInvalid:
+        raise _beyond_int64(ids.to_pylist()) from None
+
+
 def as_weights(weights, n: int) -> np.ndarray:
     """Quality weights in [0, inf), one per vector; default 1.0."""
     if weights is None:
@@ -276,7 +339,12 @@ def as_weights(weights, n: int) -> np.ndarray:
         weights = weights.detach().cpu().numpy()
     if isinstance(weights, (pa.Array, pa.ChunkedArray)):
         weights = weights.to_numpy(zero_copy_only=False)
-    w = np.asarray(weights, dtype=np.float64)
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"weights must be numbers in [0, inf), got {str(weights)[:80]!r}; convert them, "
+            "e.g. np.asarray(weights, float)") from None
     if w.ndim == 0:
         w = np.full(n, float(w))
     if w.shape != (n,):

@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -50,6 +51,7 @@ from .schema import (
 )
 from .snapshot import Samples, Snapshot, valid_at
 from .sql import SQLLimits, VersionSQL
+from .stale import rereads_on_cleanup
 from .versioning import Head, Store, utcnow
 
 #: adds of at least this many rows show a progress bar on a terminal
@@ -59,6 +61,22 @@ PROGRESS_MIN_ROWS = 100_000
 def _show_progress(progress: bool | None, rows: int) -> bool:
     """A progress bar when asked, or by default on a terminal for long work."""
     return (sys.stderr.isatty() and rows >= PROGRESS_MIN_ROWS) if progress is None else progress
+
+
+def _chooses_rows_under_the_lock(method):
+    """Writes whose SELECT chooses rows hold the write lock from the SELECT to the commit.
+
+    Otherwise another process could commit (or forget) between the two, and
+    the rows would be chosen at a version older than the one they change.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        self._check_writable()
+        with self._store.lock():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,7 @@ def open(path: str | os.PathLike, *, create: bool = True, read_only: bool = Fals
     Parameters
     ----------
     create : make a new memory where there is none; with False a missing
-        memory raises NotAMemoryError (the CLI opens this way; ``memstore init``
+        memory raises MemoryNotFoundError (the CLI opens this way; ``memstore init``
         creates). A directory that was a memory and lost its tables is damage,
         never a new memory: it raises CorruptMemoryError.
     read_only : refuse every write through this handle (and apply no migration).
@@ -124,6 +142,7 @@ class Memory:
         self._head = head
         self._pinned = pinned
         self._read_only = read_only or pinned is not None
+        self._reads_at: int | None = None  # the version kept after a forget removed its files (stale.py)
         self._snapshot_cache: Snapshot | None = None
         self._sql_cache: VersionSQL | None = None
         self._searchers: dict = {}
@@ -136,26 +155,32 @@ class Memory:
     @property
     def version(self) -> int:
         """The memory version this handle reads."""
-        return self._head.version if self._pinned is None else self._pinned
+        if self._pinned is not None:
+            return self._pinned
+        return self._head.version if self._reads_at is None else self._reads_at
 
     @property
     def read_only(self) -> bool:
         return self._read_only
 
     @property
+    @rereads_on_cleanup
     def vector_dtype(self) -> str | None:
         """How the vectors are stored, ``"float32"`` or ``"float16"`` (None before the first add)."""
         return self._snapshot.vector_dtype
 
     @property
+    @rereads_on_cleanup
     def dim(self) -> int | None:
         """Vector dimension, or None before the first add."""
         return self._snapshot.dim
 
     @property
+    @rereads_on_cleanup
     def label_type(self) -> pa.DataType | None:
         return self._snapshot.label_type
 
+    @rereads_on_cleanup
     def __len__(self) -> int:
         return self._snapshot.state.num_rows
 
@@ -181,13 +206,29 @@ class Memory:
         return self
 
     def _set_head(self, head: Head) -> None:
+        self._reads_at = None
         if head != self._head:
             self._head = head
             self._snapshot_cache = None
             self._sql_cache = None
             self._searchers = {}
 
+    def _reread_at_new_head(self) -> bool:
+        """After a forget removed the files this handle read: read the same version from the new head.
+
+        False when the head has not moved (the files are missing for another reason).
+        """
+        new = self._store.head()
+        if new.lance_versions == self._head.lance_versions:
+            return False
+        version = self.version
+        self._set_head(new)
+        if self._pinned is None:
+            self._reads_at = version
+        return True
+
     # -- reading ---------------------------------------------------------------
+    @rereads_on_cleanup
     def sql(self, query: str, **tables):
         """Run a read-only DuckDB query over this version; returns a DuckDB relation.
 
@@ -201,6 +242,7 @@ class Memory:
             self._sql_cache = VersionSQL(self._snapshot, self._sql_limits)
         return self._sql_cache.run(query, tables)
 
+    @rereads_on_cleanup
     def versions(self) -> pa.Table:
         """One row per version up to this one: version, time, operation, message, rows."""
         audit = self._snapshot.audit
@@ -213,14 +255,17 @@ class Memory:
             "rows_affected": audit["rows_affected"],
         })
 
+    @rereads_on_cleanup
     def audit(self) -> pa.Table:
         """Who, what, when of every change up to this version (also SQL table ``audit``)."""
         return self._snapshot.audit
 
+    @rereads_on_cleanup
     def tags(self) -> pa.Table:
         """Tag names and the versions they point to."""
         return self._snapshot.tags()
 
+    @rereads_on_cleanup
     def info(self) -> dict:
         """Rows, dimension, labels, versions and size on disk."""
         labels = self.sql("SELECT count(DISTINCT label) FROM samples").fetchall()[0][0]
@@ -271,10 +316,12 @@ class Memory:
 
     # -- search --------------------------------------------------------------------
     @property
+    @rereads_on_cleanup
     def samples(self) -> Samples:
         """Ids, vectors, labels and weights of this version, in id order (read once, kept)."""
         return self._snapshot.samples
 
+    @rereads_on_cleanup
     def index_info(self) -> dict | None:
         """The ANN index on the vectors, as ``create_index`` measured it; None without one."""
         if not self._snapshot.has_samples or not self._snapshot.data.describe_indices():
@@ -332,6 +379,7 @@ class Memory:
                 self._searchers[key] = ExactSearch(self.samples.vectors, metric, device=device)
         return self._searchers[key]
 
+    @rereads_on_cleanup
     def search(self, queries, k: int = 10, *, metric: str = "cosine", index: str = "auto",
                nprobes: int | None = None, refine_factor: int | None = None) -> pa.Table:
         """The k nearest rows of each query: a table (query, rank, id, distance, label).
@@ -349,6 +397,7 @@ class Memory:
             "label": self.samples.labels.take(pa.array(pos.ravel())),
         })
 
+    @rereads_on_cleanup
     def neighbors_as_context(self, queries=None, k: int = 4, *, ids=None, exclude_self: bool = True,
                              metric: str = "cosine", index: str = "auto"):
         """The k nearest rows' embeddings per query as a (batch, k, dim) tensor, with their ids.
@@ -495,7 +544,8 @@ class Memory:
             snap = Snapshot(self._store, tx.head, tx.head.version)
             dtype = ingest.check_vector_dtype(vector_dtype, snap.vector_dtype)
             batch = ingest.prepare(vectors, labels, provenance, weights,
-                                   dim=snap.dim, label_type=snap.label_type)
+                                   dim=snap.dim, label_type=snap.label_type,
+                                   existing=snap.provenance_columns)
             if dtype == "float16":
                 ingest.check_float16_range(batch.vectors)
             n = len(batch)
@@ -577,6 +627,7 @@ class Memory:
                     ) from None
         return data, tx.table(STATE_TABLE)
 
+    @_chooses_rows_under_the_lock
     def prune(self, select: str | np.ndarray, message: str | None = None, *,
               tables: dict | None = None) -> WriteResult:
         """Delete the rows whose ids a SELECT returns (one ``id`` column), or given ids.
@@ -588,6 +639,7 @@ class Memory:
         ids, sql = self._selected_ids(select, tables)
         return self._change_state("prune", ids, message, sql, delete=True)
 
+    @_chooses_rows_under_the_lock
     def forget(self, select: str | np.ndarray, message: str | None = None, *,
                rebuild_index: bool = False, tables: dict | None = None):
         """Erase rows for real: from every version, tag, index and file of the memory.
@@ -640,6 +692,7 @@ class Memory:
             # the old Lance versions this handle read are gone, also when the check failed
             self._set_head(self._store.head())
 
+    @_chooses_rows_under_the_lock
     def reweight(self, select: str | pa.Table, message: str | None = None, *,
                  tables: dict | None = None) -> WriteResult:
         """Set the quality weights a SELECT returns as (id, weight); weights in [0, inf).
@@ -647,12 +700,18 @@ class Memory:
         E.g. SoftRankVoting's weights: ``mem.reweight(memstore.quality.SOFT_RANK_SQL)``.
         """
         table, sql = self._selection(select, ("id", "weight"), tables)
-        weights = table["weight"].to_numpy(zero_copy_only=False).astype(np.float64)
+        kind = table["weight"].type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+                or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
+            raise SQLResultError(f"weights must be numbers, got {kind} values "
+                                 f"{table['weight'].slice(0, 3).to_pylist()}; CAST them (x::DOUBLE AS weight)")
         if table["weight"].null_count:
             raise SQLResultError("the SELECT returned NULL weights; use coalesce(...) or filter them out")
+        weights = table["weight"].to_numpy(zero_copy_only=False).astype(np.float64)
         ingest.check_weights(weights)
         return self._change_state("reweight", self._unique_ids(table), message, sql, weights=weights)
 
+    @_chooses_rows_under_the_lock
     def relabel(self, select: str | pa.Table, message: str | None = None, *,
                 tables: dict | None = None) -> WriteResult:
         """Set the labels a SELECT returns as (id, label), in the memory's label type.
@@ -693,6 +752,7 @@ class Memory:
                                            "rows_never_wrong": int((counts == 0).sum())})
 
     # -- label hierarchy --------------------------------------------------------------
+    @rereads_on_cleanup
     def taxonomy(self) -> pa.Table:
         """The label hierarchy at this version: node, parent, name, level (empty if none)."""
         from .schema import TAXONOMY_SCHEMA
@@ -749,9 +809,12 @@ class Memory:
             sql = select
             table = self.sql(select, **(tables or {})).to_arrow_table()
         elif isinstance(select, (pa.Table, pa.RecordBatch, dict)):
-            table = pa.table(select)
+            try:
+                table = pa.table(select)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+                raise InvalidInputError(f"the selection is no table of columns {list(columns)}: {exc}") from None
         elif columns == ("id",):
-            table = pa.table({"id": np.asarray(select).reshape(-1)})
+            table = pa.table({"id": ingest.id_array(select)})
         else:
             raise InvalidInputError(
                 f"pass a SELECT returning {columns} or an Arrow table with those columns, "
@@ -766,9 +829,8 @@ class Memory:
         table = table.rename_columns(list(columns))
         if table.num_rows == 0:
             raise SQLResultError(f"the selection chose no rows: nothing to change. Selection: {select!r}")
-        if not pa.types.is_integer(table["id"].type) or table["id"].null_count:
-            raise SQLResultError(f"ids must be non-null integers, got type {table['id'].type} "
-                                 f"with {table['id'].null_count} nulls")
+        # ids of any integer type (UBIGINT, HUGEINT, uint64 arrays) whose values fit int64
+        table = table.set_column(0, "id", ingest.int64_ids(table["id"], from_sql=sql is not None))
         return table, sql
 
     @staticmethod

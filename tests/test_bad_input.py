@@ -160,7 +160,9 @@ def test_a_second_writer_waits_then_gives_up(unchanged, rng, monkeypatch):
     from memstore import versioning
 
     monkeypatch.setattr(versioning, "LOCK_TIMEOUT", 0.2)
-    with unchanged._store.lock():  # another writer holds the lock
+    from memstore.versioning import Store
+
+    with Store(unchanged.path).lock():  # another writer (its own Store, as another process) holds it
         with pytest.raises(memstore.LockedError, match="another process"):
             unchanged.add(rng.standard_normal((1, 8)), ["a"])
         with pytest.raises(BlockingIOError):
@@ -176,7 +178,7 @@ def test_weights_beyond_float32_are_refused(unchanged, rng, w):
         unchanged.add(rng.standard_normal((2, 8)), ["a", "b"], weights=np.array([1.0, w]))
     assert f"{w:g}" in str(info.value)
     with pytest.raises(memstore.InvalidInputError, match="float32") as info:
-        unchanged.reweight(f"SELECT id, {w!r}::DOUBLE AS weight FROM samples WHERE id = 1")
+        unchanged.reweight(f"SELECT id, {float(w)!r}::DOUBLE AS weight FROM samples WHERE id = 1")
     assert f"{w:g}" in str(info.value)
 
 
@@ -213,8 +215,6 @@ def test_a_column_in_another_case_than_the_memorys_is_ingest_refused(rng):
                                existing=["source"]).extras) == ["source"]
 
 
-@pytest.mark.xfail(strict=True, reason="memory.add must pass existing=snap.provenance_columns to "
-                                       "ingest.prepare (outside this change's part of memory.py)")
 def test_a_column_in_another_case_than_the_memorys_is_refused(filled, rng):
     filled.add(rng.standard_normal((1, 8)), ["a"], provenance={"source": ["x"]})
     version = filled.version
@@ -300,3 +300,15 @@ def test_sql_ids_that_are_not_integers_are_refused(unchanged):
         unchanged.prune("SELECT 1.0 AS id")
     with pytest.raises(memstore.SQLResultError, match=r"ids must be integers.*double"):
         unchanged.reweight("SELECT 1.0::DOUBLE AS id, 0.5 AS weight")
+
+
+def test_weights_that_are_not_numbers_are_refused(unchanged):
+    with pytest.raises(memstore.SQLResultError, match=r"weights must be numbers, got string"):
+        unchanged.reweight("SELECT id, 'x' AS weight FROM samples WHERE id = 1")
+
+
+def test_weights_that_are_not_numbers_are_refused_by_add(unchanged, rng):
+    version = unchanged.version
+    with pytest.raises(memstore.InvalidInputError, match="weights must be numbers"):
+        unchanged.add(rng.standard_normal((2, 8)), ["a", "b"], weights=["heavy", "light"])
+    assert memstore.open(unchanged.path).version == version

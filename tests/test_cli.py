@@ -92,6 +92,7 @@ def test_search_classify_and_index(runner, tmp_path, rng):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     np.save(tmp_path / "q.npy", x[:3])
+    invoke(runner, "init", path)  # only init creates a memory
     invoke(runner, "add", path, tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
 
     hits = json.loads(invoke(runner, "search", path, tmp_path / "q.npy", "-k", 2, "--format", "json").stdout)
@@ -127,6 +128,7 @@ def test_add_images_from_a_class_folder(runner, tmp_path, rng):
                 tmp_path / "imgs" / label / f"{i}.png")
     (tmp_path / "imgs" / "notes.txt").write_text("not an image")
     path = tmp_path / "img.mem"
+    invoke(runner, "init", path)
     out = invoke(runner, "add-images", path, tmp_path / "imgs", "--format", "json")
     assert json.loads(out.stdout) == [{"version": 1, "rows": 4}]
     rows = memstore.open(path).sql("SELECT label, uri, encoder FROM samples ORDER BY id").fetchall()
@@ -137,6 +139,7 @@ def test_add_images_from_a_class_folder(runner, tmp_path, rng):
 
 def test_add_images_from_a_dataset_name_and_bad_sources(runner, tmp_path):
     path = tmp_path / "digits.mem"
+    invoke(runner, "init", path)
     out = invoke(runner, "add-images", path, "digits:train", "--limit", 3, "--format", "json")
     assert json.loads(out.stdout) == [{"version": 1, "rows": 3}]
     assert memstore.open(path).sql("SELECT DISTINCT dataset, split FROM samples").fetchall() == [
@@ -281,3 +284,15 @@ def test_add_to_a_missing_memory_needs_init(runner, tmp_path):
     assert "version 0" in invoke(runner, "init", path).stdout
     assert json.loads(invoke(runner, "add", path, tmp_path / "x.npy", "--labels", tmp_path / "y.txt",
                              "--format", "json").stdout) == [{"version": 1, "rows": 2}]
+
+
+def test_add_a_table_with_a_weight_column(runner, tmp_path):
+    """A parquet/arrow SOURCE's weight column gives the rows' weights (not a provenance column)."""
+    path = tmp_path / "w.mem"
+    invoke(runner, "init", path)
+    table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(8, np.float32)), 4),
+                      "label": ["a", "b"], "weight": [0.1, 2.0]})
+    pq.write_table(table, tmp_path / "w.parquet")
+    invoke(runner, "add", path, tmp_path / "w.parquet")
+    assert memstore.open(path).sql("SELECT weight FROM samples ORDER BY id").fetchall() == [
+        (pytest.approx(0.1),), (2.0,)]

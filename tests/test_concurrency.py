@@ -17,6 +17,7 @@ import memstore
 
 WRITER = textwrap.dedent("""
     import json, sys, numpy as np, memstore
+    memstore.versioning.LOCK_TIMEOUT = 600  # four writers queue for the lock; waiting is not the test
     path, me, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     mem = memstore.open(path, create=False)
     rng = np.random.default_rng(me)

@@ -18,7 +18,7 @@ def _memory_at_schema(path, schema_version):
 
 def test_migrations_are_numbered_from_0001():
     names = [m.name for m in migrations.all_migrations()]
-    assert names[:3] == ["0001_initial", "0002_taxonomy", "0003_quality"]
+    assert names[:4] == ["0001_initial", "0002_taxonomy", "0003_quality", "0004_checksums"]
     assert migrations.latest_schema_version() == len(names)
 
 
@@ -37,16 +37,17 @@ def test_memory_made_at_schema_0001_is_migrated_on_open(tmp_path, rng):
 
     mem = memstore.open(path)
     audit = mem.audit().to_pylist()
-    assert [(a["operation"], a["message"], a["schema_version"]) for a in audit[-2:]] == [
-        ("migrate", "0002_taxonomy", 2), ("migrate", "0003_quality", 3)]
-    assert mem.version == 4 and len(mem) == 10
+    assert [(a["operation"], a["message"], a["schema_version"]) for a in audit[-3:]] == [
+        ("migrate", "0002_taxonomy", 2), ("migrate", "0003_quality", 3), ("migrate", "0004_checksums", 4)]
+    assert mem.version == 5 and len(mem) == 10
+    assert mem.check().unrecorded == 0  # 0004 recorded the files that were there
     assert mem.sql("SELECT sum(weight) FROM samples").fetchall()[0][0] == pytest.approx(8.5)
     assert "taxonomy" in mem._head.lance_versions
     # versions made before the migration still read as they were
     assert mem.at(1).sql("SELECT count(*) FROM samples WHERE weight < 1").fetchall() == [(0,)]
     assert mem.at(2).sql("SELECT count(*) FROM samples WHERE weight < 1").fetchall() == [(3,)]
     # opening again applies nothing twice
-    assert memstore.open(path).version == 4
+    assert memstore.open(path).version == 5
 
 
 def test_memory_made_before_wrong_count_gets_the_column(tmp_path, rng):
@@ -60,7 +61,7 @@ def test_memory_made_before_wrong_count_gets_the_column(tmp_path, rng):
     assert "wrong_count" not in ro.sql("SELECT * FROM samples").columns  # readable unmigrated
 
     mem = memstore.open(path)
-    assert mem.audit()["message"].to_pylist()[-1] == "0003_quality"
+    assert mem.audit()["message"].to_pylist()[-2:] == ["0003_quality", "0004_checksums"]
     assert mem.sql("SELECT count(*) FROM samples WHERE wrong_count IS NULL").fetchall() == [(6,)]
     mem.estimate_quality(k=2)
     assert mem.sql("SELECT count(*) FROM samples WHERE wrong_count IS NULL").fetchall() == [(0,)]
@@ -77,5 +78,5 @@ def test_read_only_open_does_not_migrate(tmp_path, rng):
 def test_memory_from_a_newer_memstore_is_refused(mem):
     with mem._store.transaction() as tx:
         tx.commit("migrate", "9999_future", rows_affected=0, schema_version=99)
-    with pytest.raises(memstore.SchemaVersionError, match=r"schema version 99.*up to 3.*Upgrade"):
+    with pytest.raises(memstore.SchemaVersionError, match=r"schema version 99.*up to 4.*Upgrade"):
         memstore.open(mem.path)

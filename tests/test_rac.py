@@ -122,7 +122,7 @@ def test_unseen_labels_need_a_text_encoder(tmp_path):
     other.add(np.ones((10, 5), np.float32), ["class 0"] * 10)
     with pytest.raises(memstore.InvalidInputError, match="5-d vectors, the model was trained on 8-d"):
         rac.use_memory(other)
-    with pytest.raises(memstore.VersionNotFoundError):
+    with pytest.raises(memstore.MemoryNotFoundError):
         rac.use_memory(tmp_path / "missing.mem")
     assert not (tmp_path / "missing.mem").exists()
     words = WordVectors()
