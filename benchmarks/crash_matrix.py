@@ -70,16 +70,16 @@ def trial(templates: dict, folder: Path, op: str, stop_at: str, delay: float | N
     shutil.copytree(templates["migrate" if op == "migrate" else "latest"], path)
     before_files = files(path)
     before = memstore.open(path, read_only=True)
-    version = before.version
+    version, before_rows, tags = before.version, contents(before), before.tags().num_rows
     start = time.perf_counter()
     outcome = {"op": op, "point": stop_at if delay is None else f"delay {delay:.2f}s"}
     try:
         finished = run_and_kill(path, op, stop_at, seed=seed, delay=delay)
         after = memstore.open(path, create=False)  # for "migrate": finishes the migrations
         # a tag is committed by its own Lance append, without a memory version
-        committed = after.version > version or after.tags().num_rows > before.tags().num_rows
+        committed = after.version > version or after.tags().num_rows > tags
         if op != "migrate" and not committed:
-            assert contents(after) == contents(before), "an uncommitted write changed the rows"
+            assert contents(after) == before_rows, "an uncommitted write changed the rows"
         after_the_kill_everything_works(path, before_files, np.random.default_rng(seed),
                                         committed=committed or op == "migrate")
         outcome |= {"result": "ok", "committed": committed, "finished_before_kill": finished}
