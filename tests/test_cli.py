@@ -296,3 +296,17 @@ def test_add_a_table_with_a_weight_column(runner, tmp_path):
     invoke(runner, "add", path, tmp_path / "w.parquet")
     assert memstore.open(path).sql("SELECT weight FROM samples ORDER BY id").fetchall() == [
         (pytest.approx(0.1),), (2.0,)]
+
+
+def test_check_passes_then_names_a_damaged_file(runner, tmp_path, rng):
+    path = tmp_path / "c.mem"
+    memstore.open(path).add(rng.standard_normal((50, 8)).astype(np.float32), "a")
+    out = runner.invoke(main, ["check", str(path), "--format", "json"])
+    assert out.exit_code == 0 and {r["key"]: r["value"] for r in json.loads(out.stdout)}["rows"] == "50"
+    target = next((path / "tables" / "sample_data.lance" / "data").glob("*.lance"))
+    raw = bytearray(target.read_bytes())
+    raw[100:164] = bytes(255 - b for b in raw[100:164])
+    target.write_bytes(bytes(raw))
+    out = runner.invoke(main, ["check", str(path)])
+    assert out.exit_code == 1 and target.name in out.stderr and "Traceback" not in out.output
+    assert len(out.stderr.strip().splitlines()) == 1
