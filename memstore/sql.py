@@ -1,4 +1,4 @@
-"""Read-only DuckDB SQL over one memory version.
+"""Read-only DuckDB SQL over one memory version, in a sandbox.
 
 Tables
 ------
@@ -16,22 +16,73 @@ the vectors are never copied into Python to answer a query. A query that names
 no data column (``SELECT label, count(*) ... GROUP BY label``) is answered from
 the state alone, without the join: the planner cannot drop an unused join by
 itself, and the join would cost ten times the aggregate.
+
+The sandbox
+-----------
+``mem.sql`` runs SQL that may come from anyone (the CLI, a notebook, a web
+form), so a query sees the memory's tables (also the internal ``_state``,
+``_data`` and ``_vectors``) and the Arrow tables the caller passes, and nothing
+else:
+
+* One statement, a SELECT or an ``EXPLAIN [ANALYZE]`` of a SELECT. Anything
+  else (INSERT, CREATE, COPY, SET, PRAGMA, ATTACH, INSTALL, CALL, ...) and a
+  SELECT whose WITH clause holds an INSERT/UPDATE/DELETE/COPY raise
+  :class:`~memstore.errors.ReadOnlyError`: changes go through ``mem.prune``,
+  ``mem.reweight`` and ``mem.relabel``, which keep the audit and the versions.
+  (``EXPLAIN ANALYZE`` runs its statement, so it gets the same check.)
+* Every connection is made with no access to files or the network
+  (``enable_external_access=false`` and the local file system disabled:
+  ``read_csv``, ``read_text``, ``glob``, ``COPY``, ``ATTACH`` fail), no
+  extension loading or installing, no reading of the caller's Python variables
+  by name (``python_enable_replacements=false``), no spilling to a temporary
+  directory, and a memory limit; then its configuration is locked, so ``SET``,
+  ``RESET`` and ``PRAGMA`` cannot turn any of it back.
+* A query runs to completion inside :meth:`VersionSQL.run`, under a timer
+  that interrupts it past ``SQLLimits.timeout``; the caller gets a relation
+  over the result on another DuckDB database, so nothing done with it
+  (``rel.query``, ``rel.create_view``) reaches the sandbox.
+* A query past the time or memory limit raises
+  :class:`~memstore.errors.QueryLimitError`, naming the setting to raise; any
+  other DuckDB error raises :class:`~memstore.errors.SQLError` with DuckDB's
+  message and the query.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import threading
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
-from .errors import InvalidInputError, ReadOnlyError
+from .errors import InvalidInputError, QueryLimitError, ReadOnlyError, SQLError
 from .snapshot import Snapshot
 
 #: names of the tables every query sees; user tables cannot shadow them
 RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data", "_vectors"}
 
-_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+#: the DuckDB settings of every connection memstore makes for SQL (then locked)
+SANDBOX_SETTINGS = {
+    "enable_external_access": False,  # no files, network, ATTACH, COPY, INSTALL/LOAD
+    "autoload_known_extensions": False,  # sql_auto_complete & co. would fetch an extension
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "allow_extension_repositories": "forbidden",
+    "allow_persistent_secrets": False,
+    "python_enable_replacements": False,  # FROM df would read any DataFrame in the caller's frame
+    "temp_directory": "",  # no spill files: the memory limit is the limit, and nothing is written
+}
+
+# query nodes that write (DuckDB 2.0 takes INSERT/UPDATE/DELETE/COPY in a WITH clause of a SELECT)
+_WRITING_NODES = {"INSERT_QUERY_NODE", "UPDATE_QUERY_NODE", "DELETE_QUERY_NODE", "COPY_QUERY_NODE",
+                  "MERGE_QUERY_NODE", "EXECUTE_QUERY_NODE"}
+
+_POINTER = ("To change the memory, select the rows with SQL and pass the SELECT to mem.prune (delete), "
+            "mem.reweight (set weights) or mem.relabel (set labels).")
 
 
 @dataclass(frozen=True)
@@ -40,57 +91,181 @@ class SQLLimits:
 
     Set them with ``memstore.open(path, sql_timeout=..., sql_memory_limit=...)``
     (CLI: ``memstore sql --timeout --memory-limit``).
+
+    Attributes
+    ----------
+    timeout : float
+        Seconds one query may run; ``math.inf`` for no limit.
+    memory_limit : str
+        A DuckDB memory size such as ``"4GB"`` or ``"500MB"``: what the query's
+        operators (hash tables, sorts) may hold; the result itself is not counted.
     """
 
     timeout: float = 60.0
     memory_limit: str = "4GB"
 
+    def __post_init__(self):
+        if not self.timeout > 0:  # also NaN
+            raise InvalidInputError(f"sql_timeout must be a positive number of seconds, got {self.timeout!r}")
+
 
 class VersionSQL:
-    """The DuckDB side of one snapshot: a connection per ``samples`` view (state; with provenance; and vectors)."""
+    """The DuckDB side of one snapshot: a sandboxed connection per ``samples`` view.
+
+    Parameters
+    ----------
+    snapshot : Snapshot
+        The version the queries read.
+    limits : SQLLimits
+        The time and memory one query may take.
+    """
 
     def __init__(self, snapshot: Snapshot, limits: SQLLimits = SQLLimits()):
         self.snapshot = snapshot
         self.limits = limits
         self._connections: dict[int, duckdb.DuckDBPyConnection] = {}
-        self._parser = duckdb.connect(":memory:")  # only parses; holds no data
+        # one query at a time: the caller's tables are registered on a shared connection,
+        # and an interrupt stops whatever that connection runs
+        self._lock = threading.Lock()
 
     def run(self, query: str, tables: dict | None = None) -> duckdb.DuckDBPyRelation:
-        """Run one read-only statement; refuse anything that would change data.
+        """Run one read-only statement in the sandbox; refuse anything that would change data.
 
-        ``tables`` names Arrow tables (or pandas frames) the query may join,
-        e.g. ``{"explained": clf.explain(Q)}``.
+        Parameters
+        ----------
+        query : str
+            One SELECT, or ``EXPLAIN [ANALYZE]`` of one.
+        tables : dict, optional
+            Arrow tables (or pandas frames) the query may join, by name, e.g.
+            ``{"explained": clf.explain(Q)}``; they are seen by this query only.
+
+        Returns
+        -------
+        duckdb.DuckDBPyRelation
+            A relation over the (already computed) result, on a DuckDB database
+            apart from the sandbox.
+
+        Raises
+        ------
+        ReadOnlyError
+            For anything but a SELECT.
+        QueryLimitError
+            Past ``limits.timeout`` or ``limits.memory_limit``.
+        SQLError
+            For any other error DuckDB raises (syntax, unknown column, ...).
         """
-        check_read_only(query)
-        con = self._connection(self._view_level(query))
-        for name, table in (tables or {}).items():
-            if name.lower() in RESERVED_NAMES:
-                raise InvalidInputError(
-                    f"a table passed to mem.sql cannot be named {name!r}: the memory's own "
-                    f"tables are {sorted(RESERVED_NAMES)}; pick another name")
-            con.register(name, table)
-        return con.sql(query)
+        with self._lock:
+            tree = check_read_only(query, self._connection(0))
+            con = self._connection(self._view_level(tree))
+            names = []
+            try:
+                for name, table in (tables or {}).items():
+                    _register(con, name, table)
+                    names.append(name)
+                result = self._execute(con, query)
+            finally:
+                for name in names:  # a later query must not see them
+                    con.unregister(name)
+        return _results(self.limits.memory_limit).cursor().from_arrow(result)
 
-    def _view_level(self, query: str) -> int:
+    def _execute(self, con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
+        """Run ``query`` to the end (relations are lazy: a timer around ``con.sql`` bounds nothing)."""
+        deadline = _Deadline(con, self.limits.timeout)
+        try:
+            with deadline:
+                return con.sql(query).to_arrow_table()
+        except duckdb.InterruptException as exc:
+            if deadline.expired:
+                raise QueryLimitError(
+                    f"the query ran past sql_timeout={self.limits.timeout:g}s and was stopped; open the "
+                    "memory with memstore.open(path, sql_timeout=...) (CLI: memstore sql --timeout) "
+                    f"to allow more. Query: {_one_line(query)}") from exc
+            raise SQLError(_with_query(_one_line(str(exc)), query)) from exc
+        except duckdb.OutOfMemoryException as exc:
+            raise QueryLimitError(
+                f"the query needed more than sql_memory_limit={self.limits.memory_limit!r} and was stopped; "
+                "open the memory with memstore.open(path, sql_memory_limit=...) (CLI: memstore sql "
+                f"--memory-limit) to allow more. Query: {_one_line(query)}") from exc
+        except duckdb.Error as exc:
+            raise _sql_error(exc, query) from exc
+
+    def _view_level(self, tree: dict | None) -> int:
         """The ``samples`` view a query needs: 0 state, 1 with provenance, 2 with vectors too."""
-        if not _needs_data(self._parser, query, _data_only_columns(self.snapshot)):
+        if not _needs_data(tree, _data_only_columns(self.snapshot)):
             return 0
         if self.snapshot.vector_dtype == "float32":
             return 2  # float32 vectors come with the data table at no extra cost
         # float16 vectors are read (widened) only by queries that name them
-        return 2 if _needs_data(self._parser, query, {"vector", "samples"}) else 1
+        return 2 if _needs_data(tree, {"vector", "samples"}) else 1
 
     def _connection(self, full: int) -> duckdb.DuckDBPyConnection:
         if full not in self._connections:
-            con = connect(self.snapshot)
+            con = connect(self.snapshot, self.limits)
             con.execute(f"CREATE VIEW samples AS {_samples_view(self.snapshot, full)}")
             self._connections[full] = con
         return self._connections[full]
 
 
-def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the version's tables registered (all but ``samples``)."""
-    con = duckdb.connect(":memory:")
+class _Deadline:
+    """Interrupts ``con`` if the ``with`` block runs past ``seconds``; ``expired`` says whether it did."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float):
+        self._con = con
+        self._running = True
+        self._guard = threading.Lock()  # no interrupt once the block is left: it would hit the next query
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire) if math.isfinite(seconds) else None
+
+    def _expire(self) -> None:
+        with self._guard:
+            if self._running:
+                self.expired = True
+                self._con.interrupt()
+
+    def __enter__(self):
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._guard:
+            self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def sandbox(memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """An empty in-memory DuckDB connection with :data:`SANDBOX_SETTINGS` and ``memory_limit``, locked.
+
+    Registering Arrow tables and Lance datasets and creating views still work
+    after the lock (they are not settings); reading files does not.
+    """
+    try:
+        con = duckdb.connect(":memory:", config={**SANDBOX_SETTINGS, "memory_limit": memory_limit})
+    except duckdb.Error as exc:
+        raise InvalidInputError(f"sql_memory_limit={memory_limit!r} is not a DuckDB memory size "
+                                f"({_one_line(str(exc))}); use e.g. '4GB' or '500MB'") from exc
+    # a second wall against file access; DuckDB takes it only once the database runs
+    con.execute("SET disabled_filesystems = 'LocalFileSystem'")
+    con.execute("SET enable_progress_bar = false")  # a long query draws nothing on the caller's terminal
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+@functools.lru_cache(maxsize=None)
+def _results(memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """Where the relations ``run`` returns live: a database apart from every sandbox.
+
+    Each result gets a cursor of its own, so a result left half-read (``rel.arrow()``)
+    does not block the others.
+    """
+    return sandbox(memory_limit)
+
+
+def connect(snapshot: Snapshot, limits: SQLLimits = SQLLimits()) -> duckdb.DuckDBPyConnection:
+    """A sandboxed connection with the version's tables registered (all but ``samples``)."""
+    con = sandbox(limits.memory_limit)
     con.register("_state", snapshot.state)
     if snapshot.vector_dtype == "float16":
         # DuckDB reads no float16 Arrow columns: provenance without the vectors, and the
@@ -112,52 +287,141 @@ def connect(snapshot: Snapshot) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def check_read_only(query: str) -> None:
-    statements = duckdb.extract_statements(query)  # a syntax error raises duckdb.ParserException
-    if len(statements) != 1:
-        raise ReadOnlyError(
-            f"mem.sql runs exactly one statement, got {len(statements)}; split the query"
-        )
-    kind = statements[0].type
-    if kind not in _ALLOWED:
-        raise ReadOnlyError(
-            f"mem.sql is read-only and refused a {kind.name} statement. To change the memory, "
-            "select the rows with SQL and pass the SELECT to mem.prune (delete), "
-            "mem.reweight (set weights) or mem.relabel (set labels)."
-        )
+def _register(con: duckdb.DuckDBPyConnection, name: str, table) -> None:
+    if name.lower() in RESERVED_NAMES:
+        raise InvalidInputError(
+            f"a table passed to mem.sql cannot be named {name!r}: the memory's own "
+            f"tables are {sorted(RESERVED_NAMES)}; pick another name")
+    try:
+        con.register(name, table)
+    except duckdb.Error as exc:
+        raise InvalidInputError(f"the table {name!r} passed to mem.sql cannot be read by DuckDB "
+                                f"({_one_line(str(exc))}); pass an Arrow table or a pandas frame") from exc
+
+
+def check_read_only(query: str, con: duckdb.DuckDBPyConnection) -> dict | None:
+    """Refuse anything but one SELECT or ``EXPLAIN [ANALYZE]`` of one; return the SELECT's parse tree.
+
+    Parameters
+    ----------
+    query : str
+        The statement.
+    con : duckdb.DuckDBPyConnection
+        A connection to parse with (nothing is run).
+
+    Returns
+    -------
+    dict or None
+        DuckDB's JSON parse tree of the SELECT, or None where DuckDB gives none.
+
+    Raises
+    ------
+    ReadOnlyError
+        For more than one statement, or one that is not a SELECT.
+    SQLError
+        For a syntax error.
+    """
+    try:
+        statements = con.extract_statements(query)
+        if len(statements) != 1:
+            raise ReadOnlyError(f"mem.sql runs exactly one statement, got {len(statements)}; split the query")
+        kind, select, where = statements[0].type, statements[0].query, ""
+        if kind == duckdb.StatementType.EXPLAIN:
+            # EXPLAIN ANALYZE runs the statement it explains: check that one
+            select, where = _explained(select), " inside EXPLAIN"
+            inner = con.extract_statements(select)
+            kind = inner[0].type if len(inner) == 1 else kind
+    except duckdb.Error as exc:
+        raise _sql_error(exc, query) from exc
+    if kind != duckdb.StatementType.SELECT:
+        raise ReadOnlyError(f"mem.sql is read-only and refused a {kind.name} statement{where}. {_POINTER}")
+    tree = _parse_tree(con, select)
+    for node in _nodes(tree):
+        if node.get("type") in _WRITING_NODES:
+            writes = node["type"].removesuffix("_QUERY_NODE")
+            raise ReadOnlyError(f"mem.sql is read-only and refused a {writes} inside a SELECT. {_POINTER}")
+    return tree
+
+
+def _explained(text: str) -> str:
+    """The statement of ``EXPLAIN [ANALYZE | (options)] statement``, comments and all skipped."""
+    tokens = duckdb.tokenize(text)
+    starts = [start for start, kind in tokens]
+    words = [(text[start:end].strip(), kind) for (start, kind), end in zip(tokens, starts[1:] + [len(text)])]
+    code = [i for i, (_, kind) in enumerate(words) if kind != duckdb.token_type.comment]
+    k = 1  # code[0] is EXPLAIN
+    if k < len(code) and words[code[k]][0].upper() in ("ANALYZE", "ANALYSE"):
+        k += 1
+    elif k < len(code) and words[code[k]][0].startswith("("):
+        depth = 0
+        while k < len(code):  # skip the options, to the matching parenthesis
+            word, kind = words[code[k]]
+            if kind == duckdb.token_type.operator:
+                depth += word.count("(") - word.count(")")
+            k += 1
+            if depth <= 0:
+                break
+    return text[starts[code[k]]:] if k < len(code) else ""
+
+
+def _parse_tree(con: duckdb.DuckDBPyConnection, select: str) -> dict | None:
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [select]).fetchall()[0][0])
+    except duckdb.Error:
+        return None
+    return None if tree.get("error") else tree
+
+
+def _nodes(tree):
+    """Every dict in a JSON tree."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _sql_error(exc: duckdb.Error, query: str) -> SQLError:
+    reason = _one_line(str(exc))
+    if isinstance(exc, duckdb.PermissionException):
+        reason += (" (mem.sql sees only the memory's tables and the tables passed to it: "
+                   "it reads no files, attaches no databases and loads no extensions)")
+    return SQLError(_with_query(reason, query))
+
+
+def _with_query(reason: str, query: str) -> str:
+    return f"{reason}{'' if reason.endswith(('.', '!', '?')) else '.'} Query: {_one_line(query)}"
+
+
+def _one_line(text: str) -> str:
+    """DuckDB's message (or a query) on one line, without the ``LINE 1: ... ^`` pointer."""
+    lines = [line.strip() for line in text.splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith("LINE ") and set(line) != {"^"})
 
 
 def _data_only_columns(snapshot: Snapshot) -> set[str]:
     return {c.lower() for c in snapshot.provenance_columns} | {"vector", "samples"}
 
 
-def _needs_data(con, query: str, data_columns: set[str]) -> bool:
-    """Does ``query`` reference a column that only the data table holds?
+def _needs_data(tree: dict | None, data_columns: set[str]) -> bool:
+    """Does a query (its DuckDB parse tree) reference a column that only the data table holds?
 
-    Reads DuckDB's own parse tree: a column can be named, or reached through a
-    star (``*``, ``COLUMNS(...)``) or the table used as a struct. When the tree
-    cannot be had, assume it does.
+    A column can be named, or reached through a star (``*``, ``COLUMNS(...)``)
+    or the table used as a struct. Without a tree, assume it does.
     """
-    try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [query]).fetchall()[0][0])
-    except duckdb.Error:
+    if tree is None:
         return True
-    if tree.get("error"):
-        return True
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            kind = node.get("class")
-            if kind == "STAR":
-                return True
-            if kind == "COLUMN_REF" and node["column_names"][-1].lower() in data_columns:
-                return True
-            if any(str(c).lower() in data_columns for c in node.get("using_columns") or ()):
-                return True  # JOIN ... USING (uri)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+    for node in _nodes(tree):
+        kind = node.get("class")
+        if kind == "STAR":
+            return True
+        if kind == "COLUMN_REF" and node["column_names"][-1].lower() in data_columns:
+            return True
+        if any(str(c).lower() in data_columns for c in node.get("using_columns") or ()):
+            return True  # JOIN ... USING (uri)
     return False
 
 
