@@ -60,7 +60,7 @@ def test_four_writers_and_two_readers(tmp_path, rng):
     path = tmp_path / "shared.mem"
     mem = memstore.open(path)
     mem.add(rng.standard_normal((500, 16)).astype("f4"), "seed", provenance={"uri": "seed"})
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(i), "4"],
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(i), "3"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
     readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), "40"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -84,5 +84,5 @@ def test_four_writers_and_two_readers(tmp_path, rng):
     assert len(got) == len(set(got)) and set(got) == expect
     versions = mem.versions()["version"].to_pylist()
     assert versions == list(range(len(versions)))  # one version per write, none lost or doubled
-    assert len(versions) == 2 + 4 * (4 + 4 + 2)
+    assert len(versions) == 2 + 4 * (3 + 3 + 1)
     mem.check()
