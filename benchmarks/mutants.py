@@ -96,6 +96,17 @@ MUTANTS = [
     Mutant("no checksums recorded at commit", "memstore/versioning.py",
            "        self._record_checksums()\n", "",
            ("tests/test_damage.py",), "check() has nothing to compare with"),
+    # -- the SQL sandbox (sql.py) -------------------------------------------------------
+    Mutant("SQL external access on", "memstore/sql.py",
+           '    "enable_external_access": False,', '    "enable_external_access": True,',
+           ("tests/test_sql_sandbox.py",), "read_csv('/etc/passwd') and COPY TO work"),
+    Mutant("SQL configuration unlocked", "memstore/sql.py",
+           '    con.execute("SET lock_configuration = true")\n', "",
+           ("tests/test_sql_sandbox.py",), "SQL can SET the sandbox's settings back"),
+    Mutant("EXPLAIN ANALYZE of a write allowed", "memstore/sql.py",
+           "            kind = inner[0].type if len(inner) == 1 else kind\n",
+           "            kind = duckdb.StatementType.SELECT\n",
+           ("tests/test_sql_sandbox.py",), "EXPLAIN ANALYZE CREATE OR REPLACE VIEW samples runs"),
     # -- readers (stale.py) ----------------------------------------------------------------
     Mutant("readers do not re-read after a forget", "memstore/stale.py",
            "                if lost is None or isinstance(exc, (CorruptMemoryError, StaleVersionError)):\n",
