@@ -56,6 +56,32 @@ READER = textwrap.dedent("""
 """)
 
 
+def test_a_write_chooses_its_rows_at_the_version_it_changes(filled, monkeypatch):
+    """Another writer that commits between a write's SELECT and its change would be overwritten."""
+    import threading
+
+    from memstore.memory import Memory
+
+    other = memstore.open(filled.path)  # its own Store: a lock of its own, as another process
+    select = Memory.sql
+    racer = []
+
+    def select_then_race(self, query, **tables):
+        result = select(self, query, **tables)
+        if self is filled and not racer:
+            racer.append(threading.Thread(target=other.reweight,
+                                          args=("SELECT id, weight * 3 AS weight FROM samples",)))
+            racer[0].start()
+            racer[0].join(timeout=1.0)  # it commits now, unless the lock holds it back
+        return result
+
+    monkeypatch.setattr(Memory, "sql", select_then_race)
+    filled.reweight("SELECT id, weight * 2 AS weight FROM samples")
+    racer[0].join()
+    weights = memstore.open(filled.path).sql("SELECT DISTINCT weight FROM samples").fetchall()
+    assert weights == [(6.0,)]  # both applied, one after the other; 2.0 would be a lost update
+
+
 def test_four_writers_and_two_readers(tmp_path, rng):
     path = tmp_path / "shared.mem"
     mem = memstore.open(path)
