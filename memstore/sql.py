@@ -37,10 +37,12 @@ else:
   by name (``python_enable_replacements=false``), no spilling to a temporary
   directory, and a memory limit; then its configuration is locked, so ``SET``,
   ``RESET`` and ``PRAGMA`` cannot turn any of it back.
-* A query runs to completion inside :meth:`VersionSQL.run`, under a timer
-  that interrupts it past ``SQLLimits.timeout``; the caller gets a relation
-  over the result on another DuckDB database, so nothing done with it
-  (``rel.query``, ``rel.create_view``) reaches the sandbox.
+* A query runs to completion inside :meth:`VersionSQL.run` (DuckDB relations
+  are lazy: bounding ``con.sql`` alone would bound nothing), watched by a
+  thread that interrupts it past ``SQLLimits.timeout``. The caller gets a
+  relation over the result on another DuckDB database, so nothing done with
+  it (``rel.query``, ``rel.create_view``) reaches the sandbox, and the tables
+  the caller passed are unregistered before it returns.
 * A query past the time or memory limit raises
   :class:`~memstore.errors.QueryLimitError`, naming the setting to raise; any
   other DuckDB error raises :class:`~memstore.errors.SQLError` with DuckDB's
@@ -49,10 +51,12 @@ else:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 import duckdb
@@ -64,7 +68,8 @@ from .snapshot import Snapshot
 #: names of the tables every query sees; user tables cannot shadow them
 RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data", "_vectors"}
 
-#: the DuckDB settings of every connection memstore makes for SQL (then locked)
+#: the DuckDB settings of every connection memstore makes for SQL (then ``disabled_filesystems``
+#: and ``lock_configuration`` are set, see :func:`sandbox`)
 SANDBOX_SETTINGS = {
     "enable_external_access": False,  # no files, network, ATTACH, COPY, INSTALL/LOAD
     "autoload_known_extensions": False,  # sql_auto_complete & co. would fetch an extension
@@ -73,7 +78,7 @@ SANDBOX_SETTINGS = {
     "allow_unsigned_extensions": False,
     "allow_extension_repositories": "forbidden",
     "allow_persistent_secrets": False,
-    "python_enable_replacements": False,  # FROM df would read any DataFrame in the caller's frame
+    "python_enable_replacements": False,  # FROM x would read a Python variable x of the calling frame
     "temp_directory": "",  # no spill files: the memory limit is the limit, and nothing is written
 }
 
@@ -169,13 +174,12 @@ class VersionSQL:
         return _results(self.limits.memory_limit).cursor().from_arrow(result)
 
     def _execute(self, con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
-        """Run ``query`` to the end (relations are lazy: a timer around ``con.sql`` bounds nothing)."""
-        deadline = _Deadline(con, self.limits.timeout)
+        """Run ``query`` to the end, into Arrow, under the time limit; DuckDB errors become memstore's."""
         try:
-            with deadline:
+            with _WATCHDOG.watch(con, self.limits.timeout) as watch:
                 return con.sql(query).to_arrow_table()
         except duckdb.InterruptException as exc:
-            if deadline.expired:
+            if watch.expired:
                 raise QueryLimitError(
                     f"the query ran past sql_timeout={self.limits.timeout:g}s and was stopped; open the "
                     "memory with memstore.open(path, sql_timeout=...) (CLI: memstore sql --timeout) "
@@ -206,33 +210,64 @@ class VersionSQL:
         return self._connections[full]
 
 
-class _Deadline:
-    """Interrupts ``con`` if the ``with`` block runs past ``seconds``; ``expired`` says whether it did."""
+class _Watch:
+    """One running query: its deadline, its connection, and whether the watchdog stopped it."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, seconds: float):
-        self._con = con
-        self._running = True
-        self._guard = threading.Lock()  # no interrupt once the block is left: it would hit the next query
+        self.deadline = time.monotonic() + seconds
+        self.con = con
         self.expired = False
-        self._timer = threading.Timer(seconds, self._expire) if math.isfinite(seconds) else None
 
-    def _expire(self) -> None:
-        with self._guard:
-            if self._running:
-                self.expired = True
-                self._con.interrupt()
 
-    def __enter__(self):
-        if self._timer is not None:
-            self._timer.daemon = True
-            self._timer.start()
-        return self
+class _Watchdog:
+    """One daemon thread that interrupts the queries that run past their deadline.
 
-    def __exit__(self, *exc) -> None:
-        with self._guard:
-            self._running = False
-        if self._timer is not None:
-            self._timer.cancel()
+    A thread of its own per query (``threading.Timer``) would cost more to start
+    than a small query takes to run.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._watches: list[_Watch] = []
+        self._thread: threading.Thread | None = None
+        self._wake_at = math.inf  # when the thread looks next
+
+    @contextlib.contextmanager
+    def watch(self, con: duckdb.DuckDBPyConnection, seconds: float):
+        """Interrupt ``con`` if the block runs past ``seconds``; yields the watch (``expired``)."""
+        watch = _Watch(con, seconds)
+        with self._cond:
+            if math.isfinite(seconds):
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="memstore-sql-watchdog", daemon=True)
+                    self._thread.start()
+                self._watches.append(watch)
+                if watch.deadline < self._wake_at:  # else the thread looks in time anyway: no wake-up to pay
+                    self._cond.notify()
+        try:
+            yield watch
+        finally:
+            with self._cond:  # once the block is left no interrupt may come: it would hit the next query
+                if watch in self._watches:
+                    self._watches.remove(watch)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                self._expire(now)
+                self._wake_at = min((w.deadline for w in self._watches), default=math.inf)
+                self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+
+    def _expire(self, now: float) -> None:
+        # a method of its own, so that the thread's frame keeps no stopped connection alive
+        for watch in [w for w in self._watches if w.deadline <= now]:
+            watch.expired = True
+            watch.con.interrupt()
+            self._watches.remove(watch)
+
+
+_WATCHDOG = _Watchdog()
 
 
 def sandbox(memory_limit: str) -> duckdb.DuckDBPyConnection:

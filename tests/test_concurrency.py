@@ -88,7 +88,7 @@ def test_four_writers_and_two_readers(tmp_path, rng):
     mem.add(rng.standard_normal((500, 16)).astype("f4"), "seed", provenance={"uri": "seed"})
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(i), "3"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), "40"],
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(path), "20"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in writers + readers]
     for p, (out, err) in zip(writers + readers, outputs):
