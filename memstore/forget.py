@@ -384,6 +384,9 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
 
     with store.transaction() as tx:  # which first finishes any forget left unfinished
         ids = np.unique(np.asarray(ids, np.int64))
+        if not tx.has_table(DATA_TABLE):
+            raise UnknownIdsError(f"the memory holds no rows yet, so ids {ids[:5].tolist()} are not rows "
+                                  "of it; nothing was forgotten")
         found = rows_to_forget(tx.table(DATA_TABLE).to_lance(), ids)
         stored = vectors_as_numpy(found["vector"], stored=True)
         vectors = stored.astype(np.float32, copy=False)

@@ -473,6 +473,7 @@ class Memory:
             table = self._store.open_table(TAGS_TABLE)
             table.add(pa.table({"name": [name], "version": [target], "time": [utcnow()]},
                                schema=table.schema))
+        self._sql_cache = None  # its SQL's tags table was read before the tag
         return target
 
     def untag(self, name: str) -> None:
@@ -482,6 +483,7 @@ class Memory:
         with self._store.lock():
             escaped = name.replace("'", "''")
             self._store.open_table(TAGS_TABLE).delete(f"name = '{escaped}'")
+        self._sql_cache = None
 
     def restore(self, ref: int | str, message: str | None = None) -> WriteResult:
         """Make a new version whose rows, labels, weights and taxonomy equal those of ``ref``."""
