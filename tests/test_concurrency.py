@@ -82,6 +82,22 @@ def test_a_write_chooses_its_rows_at_the_version_it_changes(filled, monkeypatch)
     assert weights == [(6.0,)]  # both applied, one after the other; 2.0 would be a lost update
 
 
+def test_a_handle_keeps_reading_its_version_after_another_forgets(filled, rng):
+    """The forget removes the Lance versions a handle read; it re-reads the same version (stale.py)."""
+    filled.add(rng.standard_normal((5, 8)).astype(np.float32), "e")  # version 2
+    reader = memstore.open(filled.path, read_only=True)
+    pinned = reader.at(1)
+    assert reader.sql("SELECT count(*) FROM samples WHERE uri IS NOT NULL").fetchall() == [(100,)]
+    assert len(pinned.samples) == 100
+    filled.forget("SELECT id FROM samples WHERE id < 10")  # version 3, in "another process"
+    filled.add(rng.standard_normal((1, 8)).astype(np.float32), "e")  # version 4
+    # the files the reader read are gone; it reads version 2 (and 1) again, without the forgotten rows
+    assert reader.sql("SELECT count(*) FROM samples WHERE uri IS NOT NULL").fetchall() == [(90,)]
+    assert reader.version == 2 and len(reader) == 95
+    assert pinned.sql("SELECT min(id), count(*) FROM samples WHERE uri IS NOT NULL").fetchall() == [(10, 90)]
+    assert reader.refresh().version == 4
+
+
 def test_four_writers_and_two_readers(tmp_path, rng):
     path = tmp_path / "shared.mem"
     mem = memstore.open(path)
