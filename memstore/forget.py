@@ -228,7 +228,7 @@ class _Patterns:
         words = v.view(np.uint32)  # (m, dim)
         both = (words[:, :-1] != 0) & (words[:, 1:] != 0)  # (m, dim - 1)
         # a 1-d vector is 4 bytes: too short to tell from any other word, so never searchable
-        rows = np.flatnonzero(both.any(1)) if words.shape[1] > 1 else np.zeros(0, np.int64)
+        rows = np.flatnonzero(both.any(1))  # none when dim == 1: (m, 0) has no anchors
         where = both[rows].argmax(1) if both.shape[1] else np.zeros(0, np.int64)
         anchors = words[rows, where].astype(np.uint64) | (words[rows, where + 1].astype(np.uint64) << 32)
         order = np.argsort(anchors, kind="stable")

@@ -308,7 +308,7 @@ class Store:
                 yield
             except Exception as exc:
                 if is_disk_full(exc) and not isinstance(exc, DiskFullError):
-                    raise self.disk_full() from exc
+                    raise self.disk_full() from exc  # every write path, transactions included
                 raise
             finally:
                 self._lock_depth = 0
@@ -319,8 +319,9 @@ class Store:
     def transaction(self):
         """Lock, recover, yield a Transaction; roll back whatever it did not commit.
 
-        A full disk raises DiskFullError (after the rollback, if the rollback
-        itself could write; if not, the next transaction rolls back).
+        A full disk raises DiskFullError (``lock`` turns it into one), after the
+        rollback if the rollback itself could write; if not, the next
+        transaction rolls back.
         """
         with self.lock():
             head = self._prepare()
@@ -333,12 +334,10 @@ class Store:
                         self._recover(head)
                     except Exception as again:  # the head is untouched: the next writer recovers
                         log.warning("rollback of an uncommitted write failed (%s); the next write retries it", again)
-                if is_disk_full(exc) and not isinstance(exc, DiskFullError):
-                    raise self.disk_full(head) from exc
                 raise
 
-    def disk_full(self, head: Head | None = None) -> DiskFullError:
-        head = head or self.head()
+    def disk_full(self) -> DiskFullError:
+        head = self.head()  # the committed one: a failed write changed nothing readers see
         return DiskFullError(
             errno.ENOSPC, f"the disk holding {str(self.path)!r} is full; nothing was committed, the "
             f"memory is at version {head.version if head else 0}. Free space there and retry")
