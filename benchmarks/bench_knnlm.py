@@ -159,7 +159,6 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     example = load_example()
-    example.import_torchvision()
     torch.set_num_threads(2)
     from memstore.data import load_wikipedia_sample
 

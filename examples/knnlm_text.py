@@ -39,7 +39,6 @@ import torch
 
 import memstore
 from memstore.data import load_lee_news, load_wikipedia_sample, train_tokenizer
-from memstore.encoders._torchvision import import_torchvision
 
 HERE = Path(__file__).parent
 CACHE = HERE / "cache" / "knnlm-wikipedia"
@@ -155,7 +154,6 @@ def main() -> None:
     ap.add_argument("--train-minutes", type=float, default=12.0)
     ap.add_argument("--train-only", action="store_true", help="train and cache the LM, then stop")
     args = ap.parse_args()
-    import_torchvision()  # transformers imports torchvision (DESIGN.md)
     torch.set_num_threads(2)
     wiki = {s: load_wikipedia_sample(s) for s in ("train", "validation", "test")}
     lee = {s: load_lee_news(s) for s in ("train", "validation", "test")}

@@ -27,6 +27,11 @@ from .errors import (
     VersionNotFoundError,
 )
 from .memory import Memory, WriteResult, open
+from .torchvision_compat import install_import_hook as _install_import_hook
+
+# transformers, timm and open_clip import torchvision, whose CUDA wheel fails to import on a CPU
+# torch; the hook repairs that import where it fails and touches nothing else (torchvision_compat).
+_install_import_hook()
 
 __version__ = "0.1.0"
 

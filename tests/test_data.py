@@ -213,9 +213,6 @@ def test_pydoc_topics_split_by_document_without_leaks():
 
 
 def test_trained_tokenizer_round_trips_any_text():
-    from memstore.encoders._torchvision import import_torchvision
-
-    import_torchvision()  # transformers imports torchvision (DESIGN.md)
     from memstore.data import load_pydoc_topics, train_tokenizer
 
     docs = load_pydoc_topics("train")[:10]

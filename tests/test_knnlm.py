@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import memstore
-from memstore.encoders._torchvision import import_torchvision
 from memstore.errors import InvalidInputError
 from memstore.heads.knnlm import KNNLM, KeyedLM, KNNLogitsProcessor, build_datastore, windows
 
@@ -16,7 +15,6 @@ VOCAB = 40
 
 @pytest.fixture(scope="module")
 def gpt2():
-    import_torchvision()  # transformers imports torchvision (DESIGN.md)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)

