@@ -73,6 +73,17 @@ def stderr(p_percent: float, n: int) -> float:
     return round(100 * float(np.sqrt(p * (1 - p) / n)), 2)
 
 
+def paired_se(before, after, truth) -> float:
+    """Standard error, in points, of the accuracy gain from ``before`` to ``after`` on the same images.
+
+    Paired: sd(per-image difference in correctness) / sqrt(n), much smaller than two
+    independent binomial errors when most images keep their prediction.
+    """
+    truth = np.asarray(truth)
+    diff = (np.asarray(after) == truth).astype(np.float64) - (np.asarray(before) == truth)
+    return round(100 * float(diff.std(ddof=1) / np.sqrt(len(diff))), 2)
+
+
 def head(mem, level=None):
     return memstore.KNNClassifier(k=K, voting=VOTING, level=level).fit(mem)
 
@@ -174,7 +185,8 @@ def pruning(root: Path, d: dict, noise: float) -> dict:
     mem.estimate_quality(k=100)
     out = {"noise": noise, "estimate_s": round(time.perf_counter() - t, 1)}
     base = mem.version
-    out["val_before"], out["test_before"] = acc(head(mem).predict(d["xv"]), d["yv"]), acc(head(mem).predict(d["q"]), d["yq"])
+    pred_before = head(mem).predict(d["q"])
+    out["val_before"], out["test_before"] = acc(head(mem).predict(d["xv"]), d["yv"]), acc(pred_before, d["yq"])
     if noise:
         counts = mem.sql("SELECT id, wrong_count FROM samples ORDER BY id").to_arrow_table()["wrong_count"].to_numpy()
         out["mean_count_flipped"] = round(float(counts[flip].mean()), 1)
@@ -191,12 +203,16 @@ def pruning(root: Path, d: dict, noise: float) -> dict:
     best = max(trials, key=lambda r: (r["val"], r["threshold"] is None, r["threshold"] or 0))
     if best["threshold"] is not None:
         mem.prune(f"SELECT id FROM samples WHERE wrong_count >= {best['threshold']}", message="hard pruning")
+    pred_hard = head(mem).predict(d["q"])
     out.update({"hard_trials": trials, "hard_threshold": best["threshold"], "hard_pruned": best["pruned"],
-                "hard_val": best["val"], "hard_test": acc(head(mem).predict(d["q"]), d["yq"])})
+                "hard_val": best["val"], "hard_test": acc(pred_hard, d["yq"]),
+                "hard_gain_se": paired_se(pred_before, pred_hard, d["yq"])})
     if best["threshold"] is not None:
         mem.restore(base, message="back to the unpruned memory")
     mem.reweight(SOFT_RANK_SQL, message="SoftRankVoting weights")
-    out["soft_val"], out["soft_test"] = acc(head(mem).predict(d["xv"]), d["yv"]), acc(head(mem).predict(d["q"]), d["yq"])
+    pred_soft = head(mem).predict(d["q"])
+    out["soft_val"], out["soft_test"] = acc(head(mem).predict(d["xv"]), d["yv"]), acc(pred_soft, d["yq"])
+    out["soft_gain_se"] = paired_se(pred_before, pred_soft, d["yq"])
     print("pruning", out, flush=True)
     return out
 

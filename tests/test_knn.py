@@ -165,7 +165,7 @@ def test_scikit_learn_contract(blobs):
     ({"voting": "majority"}, "'majority' is not one of"),
     ({"k": 0}, "positive integer"),
     ({"k": 601}, "k = 601, n_samples_fit = 600"),
-    ({"temperature": 0}, "temperature must be a positive number"),
+    ({"temperature": 0}, "temperature must be positive"),
     ({"metric": "hamming"}, "'hamming' is not one of"),
 ])
 def test_bad_parameters_are_refused_at_fit(blobs, params, match):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 import memstore
 from memstore.heads.rac import RACClassifier
@@ -221,7 +222,7 @@ def test_bad_input_is_refused_with_the_fix(memory, params, fit_kwargs, message):
 
 def test_more_errors(memory):
     mem, q, y, ids = memory
-    with pytest.raises(memstore.InvalidInputError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         RACClassifier(mem).predict(q)
     with pytest.raises(memstore.InvalidInputError, match="at least two classes"):
         RACClassifier(mem, **SMALL).fit(blind(len(y)), np.zeros(len(y), int), queries=q)

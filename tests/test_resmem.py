@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 import memstore
 from memstore.errors import InvalidInputError
@@ -92,7 +93,7 @@ def test_estimator_contract_and_bad_input(rings, tmp_path):
     X, y = rings
     head = ResMem(mlp(), k=3, sigma=0.2)
     assert clone(head).get_params()["k"] == 3
-    with pytest.raises(InvalidInputError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         head.predict(X)
     with pytest.raises(InvalidInputError, match="class indices 0..2"):
         head.fit(X[:10], y[:10] + 5)

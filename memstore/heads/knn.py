@@ -42,10 +42,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.base import BaseEstimator, ClassifierMixin
+import torch
+from sklearn.base import ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from ..errors import InvalidInputError
-from ..search import ExactSearch, check_k, check_metric
+from ..search import METRICS, ExactSearch, check_k
+from .base import INDEXES, POSITIVE, Integers, MemoryHead, StrOptions
 
 VOTINGS = ("plurality", "distance", "softmax", "rank")
 
@@ -80,7 +84,7 @@ def vote_weights(voting: str, distances: np.ndarray, *, power: float = 1.0,
     raise InvalidInputError(f"voting {voting!r} is not one of {VOTINGS}")
 
 
-class KNNClassifier(ClassifierMixin, BaseEstimator):
+class KNNClassifier(ClassifierMixin, MemoryHead):
     """k-nearest-neighbour classifier over a memory (scikit-learn estimator).
 
     Parameters
@@ -119,6 +123,23 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
     n_samples_fit_, n_features_in_ : int
     """
 
+    # checked at fit (memstore.heads.base); k's upper bound, the rows, is checked against the memory
+    _parameter_constraints = {
+        "k": [Integers(1)],
+        "voting": [StrOptions(set(VOTINGS))],
+        "metric": [StrOptions(set(METRICS))],
+        "temperature": [POSITIVE],
+        "power": [POSITIVE],
+        "use_weights": ["boolean"],
+        "index": [StrOptions(set(INDEXES))],
+        "nprobes": [Integers(1), None],
+        "refine_factor": [Integers(1), None],
+        "device": [str, torch.device, None],
+        "level": [Integers(0), None],
+    }
+    _fitted_attributes = ("classes_",)
+    _fit_hint = "fit(memory)"
+
     def __init__(self, k: int = 50, voting: str = "rank", *, metric: str = "cosine",
                  temperature: float = 0.07, power: float = 1.0, use_weights: bool = True,
                  index: str = "auto", nprobes: int | None = None, refine_factor: int | None = None,
@@ -144,7 +165,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         """
         from ..memory import Memory
 
-        self._check_params()
+        self._validate_params()
         if isinstance(X, Memory):
             if y is not None or sample_weight is not None:
                 raise InvalidInputError("fit(memory) reads labels and weights from the memory; "
@@ -159,17 +180,10 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
                 if len(samples) else None
             n, dim = samples.vectors.shape
         else:
-            vectors = np.asarray(X, dtype=np.float32)
-            if vectors.ndim != 2 or y is None or len(y) != len(vectors):
-                raise InvalidInputError(
-                    f"fit takes a memory, or X of shape (n, dim) with n labels y; got X of shape "
-                    f"{vectors.shape} and {'no' if y is None else len(y)} labels")
+            vectors, labels, weights = self._check_arrays(X, y, sample_weight)
             self.memory_, self.memory_version_, self._snapshot = None, None, None
             n, dim = vectors.shape
             self.ids_ = np.arange(n, dtype=np.int64)
-            labels = pa.array(np.asarray(y))
-            weights = np.ones(n, np.float32) if sample_weight is None \
-                else np.asarray(sample_weight, dtype=np.float32)
             self._searcher = ExactSearch(vectors, self.metric, device=self.device) if n else None
         if n == 0:
             raise InvalidInputError("the memory holds no rows: add labelled rows before fitting")
@@ -189,6 +203,23 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_samples_fit_, self.n_features_in_ = n, dim
         return self
 
+    def _check_arrays(self, X, y, sample_weight) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+        """(vectors, labels, weights) of arrays, checked as scikit-learn's classifiers check them.
+
+        Complex, empty, NaN or inf X, a continuous or missing y and sample
+        weights of the wrong shape, negative or all zero are refused with
+        memstore's InvalidInputError, scikit-learn's message kept (its error is
+        the cause). Input of the wrong kind (sparse, objects that are not
+        numbers) stays the TypeError scikit-learn raises.
+        """
+        try:
+            vectors, y = validate_data(self, X, y, dtype=np.float32)
+            check_classification_targets(y)
+            weights = _check_sample_weight(sample_weight, vectors, dtype=np.float32, ensure_non_negative=True)
+        except ValueError as exc:
+            raise InvalidInputError(f"{exc} (fit takes a memory, or arrays X (n, dim) and y (n,))") from exc
+        return vectors, pa.array(y), weights
+
     def _labels_at_level(self, labels: pa.Array) -> pa.Array:
         """The rows' labels read at ``level`` of the memory's taxonomy (memstore.taxonomy)."""
         from ..taxonomy import labels_at_level
@@ -199,21 +230,6 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
                 f"level={self.level!r} needs a memory with a taxonomy: fit(memory) after "
                 "mem.set_taxonomy(...), or leave level=None")
         return labels_at_level(taxonomy, labels, self.level)
-
-    def _check_params(self) -> None:
-        if self.voting not in VOTINGS:
-            raise InvalidInputError(f"voting {self.voting!r} is not one of {VOTINGS}")
-        check_metric(self.metric)
-        for name in ("temperature", "power"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("this KNNClassifier is not fitted yet; call fit(memory) first")
 
     # -- neighbours ------------------------------------------------------------------
     def _neighbors(self, X, k: int | None):

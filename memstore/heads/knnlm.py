@@ -43,13 +43,15 @@ from __future__ import annotations
 import math
 import sys
 import weakref
+from numbers import Real
 
 import numpy as np
 import pyarrow as pa
 import torch
 
 from ..errors import InvalidInputError
-from ..search import check_k
+from ..search import METRICS, check_k
+from .base import INDEXES, POSITIVE, Integers, Interval, StrOptions, validate_params
 
 KEY_LAYERS = ("ffn_input", "final")
 #: module names taken for a transformer block's feed-forward part, last one wins
@@ -249,12 +251,21 @@ class KNNLM:
         the fastest for large datastores, see benchmarks/bench_knnlm.py).
     """
 
+    # not a scikit-learn estimator (it wraps a LM and is ready when built), so the rules the
+    # heads declare are checked here at construction, with the same validator and messages
+    _parameter_constraints = {
+        "k": [Integers(1)],
+        "lmbda": [Interval(Real, 0, 1, closed="both")],
+        "temperature": [POSITIVE],
+        "metric": [StrOptions(set(METRICS))],
+        "layer": [StrOptions(set(KEY_LAYERS))],
+        "index": [StrOptions(set(INDEXES))],
+    }
+
     def __init__(self, model, mem, k: int = 1024, lmbda: float = 0.25, temperature: float = 1.0,
                  metric: str = "l2", layer: str = "ffn_input", index: str = "auto"):
-        if not (isinstance(lmbda, (int, float)) and 0.0 <= lmbda <= 1.0):
-            raise InvalidInputError(f"lmbda must lie in [0, 1], got {lmbda!r}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise InvalidInputError(f"temperature must be positive, got {temperature!r}")
+        validate_params(self._parameter_constraints, {"k": k, "lmbda": lmbda, "temperature": temperature,
+                                                      "metric": metric, "layer": layer, "index": index}, "KNNLM")
         self.keyed = KeyedLM(model, layer)
         self.mem, self.k, self.lmbda, self.temperature, self.metric = mem, k, float(lmbda), float(temperature), metric
         samples = mem.samples

@@ -49,19 +49,22 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import warnings
+from numbers import Integral
 
 import numpy as np
 import pyarrow as pa
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..device import resolve_device
 from ..errors import InvalidInputError
-from ..search import check_k
+from ..search import METRICS, check_k
+from .base import INDEXES, NON_NEGATIVE, POSITIVE, HasMethods, Integers, MemoryHead, StrOptions
 
 #: a training row whose nearest neighbour lies closer than this is taken to be that row
 SELF_MATCH_DISTANCE = 1e-6
@@ -124,7 +127,7 @@ class RACModel(nn.Module):
         return base + ret
 
 
-class RACClassifier(ClassifierMixin, BaseEstimator):
+class RACClassifier(ClassifierMixin, MemoryHead):
     """A trainable base classifier fused with a retrieval branch over a frozen memory.
 
     Parameters
@@ -155,6 +158,31 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         random state is left alone).
     progress : show a bar over epochs; default on a terminal.
     """
+
+    # checked at fit (memstore.heads.base); k's upper bound, the rows, is checked against the memory
+    _parameter_constraints = {
+        "memory": [str, os.PathLike, HasMethods(["searcher", "sql"])],
+        "base_model": [nn.Module, None],
+        "query_encoder": [HasMethods(["encode"]), None],
+        "k": [Integers(1)],
+        "text_encoder": [HasMethods(["encode"]), None],
+        "text_column": [str, None],
+        "metric": [StrOptions(set(METRICS))],
+        "index": [StrOptions(set(INDEXES))],
+        "width": [Integers(1)],
+        "heads": [Integers(1)],
+        "layers": [Integers(1)],
+        "scale": [POSITIVE, None],
+        "logit_adjustment": [NON_NEGATIVE],
+        "epochs": [Integers(1)],
+        "batch_size": [Integers(1)],
+        "lr": [POSITIVE],
+        "weight_decay": [NON_NEGATIVE],
+        "device": [str, torch.device, None],
+        "random_state": [Integral],
+        "progress": ["boolean", None],
+    }
+    _fitted_attributes = ("model_",)
 
     def __init__(self, memory, base_model=None, query_encoder=None, k: int = 16, text_encoder=None,
                  text_column: str | None = None, metric: str = "cosine", index: str = "auto", width: int = 128,
@@ -278,19 +306,10 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         return np.where(known, pos, -1)
 
     # -- fitting -------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        for name in ("epochs", "batch_size", "width", "heads", "layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    def _check_param_relations(self) -> None:
+        # the transformer splits width evenly across its attention heads
         if self.width % self.heads:
             raise InvalidInputError(f"width {self.width} must be a multiple of heads {self.heads}")
-        for name in ("lr",) + (("scale",) if self.scale is not None else ()):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise InvalidInputError(f"{name} must be positive, got {value!r}")
-        if not (isinstance(self.logit_adjustment, (int, float)) and self.logit_adjustment >= 0):
-            raise InvalidInputError(f"logit_adjustment must be >= 0, got {self.logit_adjustment!r}")
 
     def _base_module(self, X, n_classes: int) -> nn.Module:
         if self.base_model is not None:
@@ -312,7 +331,7 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         memory_ids : (n,) the memory id of each training row (-1: not in the
             memory); each row is left out of its own neighbours.
         """
-        self._check_params()
+        self._validate_params()
         for name in ("_vocabulary", "model_"):
             self.__dict__.pop(name, None)
         y = np.asarray(y)
@@ -349,7 +368,8 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
 
     def _batch(self, X, index: np.ndarray) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(X[index]) if not isinstance(X, torch.Tensor) else X[index])
-        return (x.float() if not x.is_floating_point() else x).to(self._device)
+        # numpy's float64 would not meet a float32 model; half-precision inputs stay, for a half model
+        return (x.float() if not x.is_floating_point() or x.dtype == torch.float64 else x).to(self._device)
 
     def _train(self, X, target: np.ndarray, tokens: np.ndarray, dist: np.ndarray) -> list[float]:
         """AdamW with a cosine schedule; returns the mean loss of each epoch."""
@@ -382,10 +402,6 @@ class RACClassifier(ClassifierMixin, BaseEstimator):
         return history
 
     # -- predicting ----------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise InvalidInputError("this RACClassifier is not fitted yet: call fit(X, y) first")
-
     def _run(self, X, dist: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(base part, retrieval part) (n, classes) of the model on X with these neighbours."""
         return self._base_part(X, len(pos)), self._retrieval_part(dist, pos)

@@ -12,7 +12,9 @@ embedding). A prediction adds the residuals of the k nearest rows,
 
     ResMem(x) = softmax(f(x) / T) + Σ_i w_i r_i,   w_i ∝ exp(-d_i / σ),
 
-so the memory corrects the model where its training rows say it is wrong.
+where d_i is the search's distance from x's embedding to row i (``metric="l2"``, the
+default: the *squared* Euclidean distance, LanceDB's convention; ``"cosine"``: 1 - cos) and the
+weights sum to 1. So the memory corrects the model where its training rows say it is wrong.
 With k = 1 and a small σ it reproduces the training labels exactly.
 
 Examples
@@ -30,15 +32,17 @@ True
 
 from __future__ import annotations
 
+import os
 import tempfile
 
 import numpy as np
 import pyarrow as pa
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.utils.metaestimators import available_if
 
 from ..errors import InvalidInputError
-from ..search import check_k
+from ..search import METRICS, check_k
+from .base import INDEXES, POSITIVE, HasMethods, Integers, MemoryHead, StrOptions
 
 TASKS = ("classification", "regression")
 
@@ -81,7 +85,7 @@ def _weights(dist: np.ndarray, sigma: float) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-class ResMem(BaseEstimator):
+class ResMem(MemoryHead):
     """A base model plus the residual memory of its training rows (scikit-learn estimator).
 
     Parameters
@@ -96,6 +100,20 @@ class ResMem(BaseEstimator):
     ``"classification"`` or ``"regression"``.
     """
 
+    # checked at fit (memstore.heads.base); k's upper bound, the rows, is checked against the memory
+    _parameter_constraints = {
+        "base_model": [torch.nn.Module],
+        "memory": [None, str, os.PathLike, HasMethods(["add", "sql"])],
+        "k": [Integers(1)],
+        "sigma": [POSITIVE],
+        "temperature": [POSITIVE],
+        "metric": [StrOptions(set(METRICS))],
+        "task": [StrOptions(set(TASKS))],
+        "batch_size": [Integers(1)],
+        "index": [StrOptions(set(INDEXES))],
+    }
+    _fitted_attributes = ("memory_",)
+
     def __init__(self, base_model, memory=None, k: int = 10, sigma: float = 1.0, temperature: float = 1.0,
                  metric: str = "l2", task: str = "classification", batch_size: int = 256, index: str = "auto"):
         self.base_model = base_model
@@ -109,14 +127,6 @@ class ResMem(BaseEstimator):
         self.index = index
 
     # -- fitting -------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        if self.task not in TASKS:
-            raise InvalidInputError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name in ("sigma", "temperature"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise InvalidInputError(f"{name} must be positive, got {value!r}")
-
     def _base(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(f(x) as probabilities or predictions, features)."""
         out, feats = model_outputs(self.base_model, X, self.batch_size)
@@ -128,7 +138,7 @@ class ResMem(BaseEstimator):
         """Store every training row's embedding and residual in the memory (one version)."""
         import memstore
 
-        self._check_params()
+        self._validate_params()
         pred, feats = self._base(X)
         y = np.asarray(y)
         if len(y) != len(pred):
@@ -172,10 +182,6 @@ class ResMem(BaseEstimator):
         self._searcher = mem.searcher(self.metric, self.index, k=self.k)
 
     # -- predicting ----------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "memory_"):
-            raise InvalidInputError("this ResMem is not fitted yet: call fit(X, y) first")
-
     def _parts(self, X):
         """(base f(x), neighbour weights (n, k), positions (n, k), distances (n, k))."""
         self._check_fitted()
@@ -233,10 +239,16 @@ class ResMem(BaseEstimator):
         """f(x) + Σ_i w_i r_i over each query's neighbours."""
         return base + np.einsum("nk,nkc->nc", w, self.residuals_[pos])
 
-    def predict_proba(self, X) -> np.ndarray:
-        """The ResMem scores clipped at 0 and normalised per row (classification)."""
+    def _has_proba(self) -> bool:
+        # a regression head has no probabilities, and hasattr(head, "predict_proba") says so,
+        # as scikit-learn's meta-estimators and checks expect (sklearn.utils.metaestimators.available_if)
         if self.task != "classification":
-            raise InvalidInputError("predict_proba is for task='classification'")
+            raise AttributeError("predict_proba is for task='classification'")
+        return True
+
+    @available_if(_has_proba)
+    def predict_proba(self, X) -> np.ndarray:
+        """The ResMem scores clipped at 0 and normalised per row (task="classification" only)."""
         scores = np.clip(self.decision_function(X), 0, None)
         total = scores.sum(axis=1, keepdims=True)
         return np.where(total > 0, scores / np.where(total > 0, total, 1), 1.0 / scores.shape[1])
