@@ -107,3 +107,14 @@ def test_estimator_contract_and_bad_input(rings, tmp_path):
     other.add(np.zeros((5, 16), np.float32), 0)
     with pytest.raises(InvalidInputError, match="carry no residual"):
         ResMem(mlp(), memory=other, k=2).fit(X[:10], y[:10])
+
+
+def test_fit_and_predict_leave_the_base_model_in_its_own_mode(rings):
+    """A model the caller is still training stays in train mode (dropout on) after fit and predict."""
+    X, y = rings
+    model = mlp().train()
+    head = ResMem(model, k=3).fit(X[:200], y[:200])
+    assert model.training
+    head.predict(X[200:220])
+    assert model.training
+    assert not ResMem(model.eval(), k=3).fit(X[:200], y[:200]).base_model.training

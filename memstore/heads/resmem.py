@@ -50,7 +50,8 @@ TASKS = ("classification", "regression")
 def model_outputs(model: torch.nn.Module, X, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(outputs, features) of a torch model: features are the input of its last ``nn.Linear``.
 
-    The hook is removed afterwards, so the model is left as it was.
+    The model runs in eval mode (dropout off, batch-norm statistics frozen); the hook is
+    removed and the model's train/eval mode restored afterwards, so it is left as it was.
     """
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
@@ -59,6 +60,7 @@ def model_outputs(model: torch.nn.Module, X, batch_size: int = 256) -> tuple[np.
     seen = []
     handle = linears[-1].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     outputs = []
+    was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
@@ -68,6 +70,7 @@ def model_outputs(model: torch.nn.Module, X, batch_size: int = 256) -> tuple[np.
                 outputs.append(model(x).float().cpu())
     finally:
         handle.remove()
+        model.train(was_training)
     feats = torch.cat([s.float().reshape(len(s), -1).cpu() for s in seen])
     return torch.cat(outputs).numpy(), feats.numpy()
 
