@@ -215,6 +215,15 @@ MUTANTS = [
     Mutant("KNNLM's declared rules not checked", "memstore/heads/knnlm.py",
            'validate_params(self._parameter_constraints, {"k": k', '(self._parameter_constraints, {"k": k',
            ("tests/test_estimator_contract.py",), "lmbda=1.5 or temperature=0 build a kNN-LM"),
+    # -- start-up (cli.py, __init__.py) ---------------------------------------------------------
+    Mutant("cli imports the API at the top", "memstore/cli.py",
+           "import memstore\n\nfrom .errors import MemstoreError\n",
+           "import memstore\nfrom memstore.memory import Memory  # noqa: F401\n\nfrom .errors import MemstoreError\n",
+           ("tests/test_startup.py",), "memstore --help loads lancedb and duckdb: seconds before the help prints"),
+    Mutant("import memstore loads the memory", "memstore/__init__.py",
+           '_LAZY = {"open": "memstore.memory", "Memory": "memstore.memory", "WriteResult": "memstore.memory",\n',
+           'from .memory import Memory, WriteResult, open  # noqa: E402\n\n_LAZY = {\n',
+           ("tests/test_startup.py",), "import memstore (and every CLI call) imports lancedb, duckdb and pyarrow"),
 ]
 
 

@@ -26,7 +26,6 @@ from .errors import (
     UnknownIdsError,
     VersionNotFoundError,
 )
-from .memory import Memory, WriteResult, open
 from .torchvision_compat import install_import_hook as _install_import_hook
 
 # transformers, timm and open_clip import torchvision, whose CUDA wheel fails to import on a CPU
@@ -35,19 +34,31 @@ _install_import_hook()
 
 __version__ = "0.1.0"
 
-# The heads import torch and scikit-learn, which take seconds to load: load
-# them on first use so that `import memstore` (and every CLI call) stays fast.
-_LAZY = {"KNNClassifier": "memstore.heads.knn", "KNNLM": "memstore.heads.knnlm",
+# The memory imports lancedb, lance, duckdb and pyarrow (about 2 s), the heads torch and
+# scikit-learn (seconds more): load each on first use, so that `import memstore` and every
+# `memstore --help` stay fast (benchmarks/bench_startup.py).
+_LAZY = {"open": "memstore.memory", "Memory": "memstore.memory", "WriteResult": "memstore.memory",
+         "KNNClassifier": "memstore.heads.knn", "KNNLM": "memstore.heads.knnlm",
          "KNNLogitsProcessor": "memstore.heads.knnlm", "build_datastore": "memstore.heads.knnlm",
          "ResMem": "memstore.heads.resmem", "RACClassifier": "memstore.heads.rac"}
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    import importlib.util
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
+    # `import memstore; memstore.versioning.X` worked while `import memstore` imported the whole
+    # package as a side effect; a sub-module is now imported when it is first named.
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'memstore' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

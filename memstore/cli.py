@@ -10,14 +10,20 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
-import pyarrow as pa
 
+# Light on purpose: `memstore` loads its memory (lancedb, duckdb, pyarrow) on first use, and numpy
+# and pyarrow are imported inside the commands, so `memstore --help` takes no second to print.
 import memstore
 
 from .errors import MemstoreError
+from .sql_limits import SQLLimits
+
+if TYPE_CHECKING:  # the annotations' names, for type checkers only
+    import numpy as np
+    import pyarrow as pa
 
 FORMATS = click.Choice(["table", "json", "csv"])
 MAX_CELL = 48
@@ -71,8 +77,14 @@ def _text_table(names: list[str], rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _table(columns: dict) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.table(columns)
+
+
 def _result(res: memstore.WriteResult, fmt: str) -> None:
-    _emit(pa.table({"version": [res.version], "rows": [res.rows]}), fmt)
+    _emit(_table({"version": [res.version], "rows": [res.rows]}), fmt)
 
 
 def _one_line(text: str) -> str:
@@ -142,6 +154,8 @@ def add(path, source, labels_file, vector_column, label_column, dataset, split, 
     a weight column (quality weights); its other columns become provenance (uri,
     split, ... or your own names).
     """
+    import numpy as np
+
     provenance = {k: v for k, v in (("dataset", dataset), ("split", split)) if v is not None}
     weights = None
     src = Path(source)
@@ -179,6 +193,8 @@ def _image_source(source: str, limit: int | None):
     A folder is read in the ImageFolder layout: one sub-folder per class, named
     by the class, holding that class's image files.
     """
+    import numpy as np
+
     from . import data
 
     name, _, split = source.partition(":")
@@ -243,9 +259,9 @@ def add_images(path, source, limit, open_clip_model, checkpoint, batch_size, mes
 @click.argument("query")
 @click.option("--at", "at", help="Run at this version number or tag.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-@click.option("--timeout", "timeout", type=float, default=memstore.sql.SQLLimits.timeout, show_default=True,
+@click.option("--timeout", "timeout", type=float, default=SQLLimits.timeout, show_default=True,
               help="Stop the query after this many seconds.")
-@click.option("--memory-limit", "memory_limit", default=memstore.sql.SQLLimits.memory_limit, show_default=True,
+@click.option("--memory-limit", "memory_limit", default=SQLLimits.memory_limit, show_default=True,
               help="DuckDB memory the query may use, e.g. 500MB or 16GB.")
 def sql(path, query, at, fmt, timeout, memory_limit):
     """Run a read-only SQL QUERY (tables samples, taxonomy, audit, tags).
@@ -321,7 +337,7 @@ def forget(path, select, message, rebuild_index, fmt):
                                      param_hint="SELECT")
         select = [int(part) for part in parts]
     report = _open(path).forget(select, message=message, rebuild_index=rebuild_index)
-    _emit(pa.table({
+    _emit(_table({
         "version": [report.version], "rows": [report.rows], "files_scanned": [report.files_scanned],
         "bytes_scanned": [report.bytes_scanned], "still_held": [report.still_held],
         "seconds": [round(sum(report.seconds.values()), 2)]}), fmt)
@@ -377,6 +393,8 @@ def _queries(source: str) -> np.ndarray:
     """Query vectors from a .npy file of shape (n, dim) or (dim,)."""
     if not source.endswith(".npy"):
         raise click.UsageError(f"QUERIES must be a .npy file of (n, dim) float vectors, got {source}")
+    import numpy as np
+
     return np.load(source, allow_pickle=False)
 
 
@@ -395,7 +413,7 @@ def index(path, index_type, metric, target_recall, partitions, message, fmt):
     report = _open(path).create_index(index_type, metric, num_partitions=partitions,
                                       target_recall=target_recall, message=message)
     facts = report.as_dict() | {"speedup": round(report.speedup, 1)}
-    _emit(pa.table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
+    _emit(_table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
 
 
 @main.command()
@@ -426,6 +444,8 @@ def search(path, queries, k, metric, index_, at, fmt):
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 def classify(path, queries, k, voting, at, level, explain, fmt):
     """Classify each vector in QUERIES (.npy) with the kNN head; --explain attributes it to rows."""
+    import numpy as np
+
     q = _queries(queries)
     mem = _at(_open(path), at)
     clf = memstore.KNNClassifier(k=k, voting=voting, level=level).fit(mem)
@@ -433,7 +453,7 @@ def classify(path, queries, k, voting, at, level, explain, fmt):
         _emit(clf.explain(q), fmt)
         return
     proba = clf.predict_proba(q)
-    _emit(pa.table({
+    _emit(_table({
         "query": np.arange(len(q)),
         "predicted": clf.predict(q),
         "probability": proba.max(1),
@@ -458,7 +478,7 @@ def info(path, fmt):
     if fmt == "json":
         click.echo(json.dumps(facts, indent=2))
     else:
-        _emit(pa.table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
+        _emit(_table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
 
 
 @main.command()
@@ -472,7 +492,7 @@ def check(path, fmt):
     """
     facts = _open(path).check().as_dict()
     facts.pop("problems")
-    _emit(pa.table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
+    _emit(_table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
 
 
 if __name__ == "__main__":

@@ -57,13 +57,13 @@ import json
 import math
 import threading
 import time
-from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 
 from .errors import InvalidInputError, QueryLimitError, ReadOnlyError, SQLError
 from .snapshot import Snapshot
+from .sql_limits import SQLLimits  # noqa: F401  (memstore.sql.SQLLimits, as before)
 
 #: names of the tables every query sees; user tables cannot shadow them
 RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data", "_vectors"}
@@ -88,30 +88,6 @@ _WRITING_NODES = {"INSERT_QUERY_NODE", "UPDATE_QUERY_NODE", "DELETE_QUERY_NODE",
 
 _POINTER = ("To change the memory, select the rows with SQL and pass the SELECT to mem.prune (delete), "
             "mem.reweight (set weights) or mem.relabel (set labels).")
-
-
-@dataclass(frozen=True)
-class SQLLimits:
-    """What one query of ``mem.sql`` may take: wall-clock seconds and DuckDB memory.
-
-    Set them with ``memstore.open(path, sql_timeout=..., sql_memory_limit=...)``
-    (CLI: ``memstore sql --timeout --memory-limit``).
-
-    Attributes
-    ----------
-    timeout : float
-        Seconds one query may run; ``math.inf`` for no limit.
-    memory_limit : str
-        A DuckDB memory size such as ``"4GB"`` or ``"500MB"``: what the query's
-        operators (hash tables, sorts) may hold; the result itself is not counted.
-    """
-
-    timeout: float = 60.0
-    memory_limit: str = "4GB"
-
-    def __post_init__(self):
-        if not self.timeout > 0:  # also NaN
-            raise InvalidInputError(f"sql_timeout must be a positive number of seconds, got {self.timeout!r}")
 
 
 class VersionSQL:
