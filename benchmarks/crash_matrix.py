@@ -45,6 +45,7 @@ POINTS_OF = {
     "tag": [],  # one Lance append, no transaction: random delays only
     "forget": ["pending", "erase", "compact", *ONE_COMMIT, "cleanup", "verify", "clear_pending"],
     "migrate": ["commit#1", "commit#2", "commit#3", "head_record#2"],
+    "optimize": ["merge", "merge#4", *ONE_COMMIT, "cleanup"],
 }
 #: seconds over which the random kills of each write are spread (start-up, open and the write)
 SPAN = {"add": 4.0, "add_images": 6.0, "forget": 7.0, "create_index": 5.0, "migrate": 5.0}

@@ -694,6 +694,41 @@ class Memory:
             # the old Lance versions this handle read are gone, also when the check failed
             self._set_head(self._store.head())
 
+    def optimize(self, message: str | None = None):
+        """Merge every table's small fragments and remove the Lance versions no memory version needs.
+
+        Writes do this by themselves once a table passes the thresholds of
+        memstore/optimize.py, so a memory never needs it to stay fast; call it
+        to shrink a memory on disk now (after a bulk of small writes, before a
+        backup). One version of its own, operation ``optimize``, no rows
+        changed: every earlier version, tag, ``at()`` and ``restore`` reads
+        exactly as before.
+
+        Returns
+        -------
+        memstore.optimize.OptimizeReport : the new version; per table, fragments
+        and Lance versions before and after; files and bytes on disk before and after.
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, memstore
+        >>> mem = memstore.open(tempfile.mkdtemp() + "/o.mem")
+        >>> for i in range(5):
+        ...     _ = mem.add(np.full((2, 4), i, np.float32), ["a", "b"])
+        >>> report = mem.optimize()
+        >>> report.tables["sample_data"]["fragments_before"], report.tables["sample_data"]["fragments_after"]
+        (5, 1)
+        >>> len(mem), len(mem.at(2)), report.files_after < report.files_before
+        (10, 4, True)
+        """
+        from .optimize import optimize
+
+        self._check_writable()
+        try:
+            return optimize(self._store, message)
+        finally:
+            self._set_head(self._store.head())
+
     @_chooses_rows_under_the_lock
     def reweight(self, select: str | pa.Table, message: str | None = None, *,
                  tables: dict | None = None) -> WriteResult:

@@ -430,8 +430,16 @@ class Transaction:
         schema_version: int | None = None,
         next_id: int | None = None,
     ) -> Head:
-        """Append the audit row that makes this transaction the new head."""
+        """Append the audit row that makes this transaction the new head.
+
+        First merges the small fragments of tables that have too many, and
+        after the commit removes Lance versions the head does not need once
+        they pile up (memstore/optimize.py): a memory stays fast by itself.
+        """
+        from .optimize import cleanup_if_needed, maintain, merge_log_tables
+
         head = self.head
+        maintain(self)
         self._record_checksums()
         lance_versions = {
             name: self.store.open_table(name).version
@@ -468,6 +476,11 @@ class Transaction:
             self.store.write_head_record(new)
         except OSError as exc:  # committed all the same: the next head() reads it from the audit
             log.warning("committed version %d but could not update %s (%s)", new.version, HEAD_FILE, exc)
+        try:  # tidying after the commit: a failure here must not report a committed write as failed
+            new = merge_log_tables(self.store, new)
+            cleanup_if_needed(self.store, new)
+        except Exception as exc:  # noqa: BLE001 -- the next write tidies up again
+            log.warning("committed version %d; merging or cleaning up after it failed (%s)", new.version, exc)
         return new
 
     def _record_checksums(self) -> None:

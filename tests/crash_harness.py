@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import memstore
-from memstore import forget, ingest, versioning
+from memstore import forget, ingest, optimize, versioning
 
 #: where a write can be stopped: (module, attribute) whose call is held back, and at which call
 POINTS = {
@@ -33,10 +33,11 @@ POINTS = {
     "cleanup": (versioning.Store, "cleanup", 1),  # forget: committed, old versions still on disk
     "verify": (forget, "verify", 1),  # forget: cleaned up, not yet checked
     "clear_pending": (forget, "clear_pending", 1),  # forget: checked, pending record still there
+    "merge": (optimize, "merge_fragments", 2),  # optimize: one table merged, the next not yet
 }
 
 OPERATIONS = ("add", "add_images", "reweight", "relabel", "prune", "restore", "tag", "set_taxonomy",
-              "estimate_quality", "forget", "create_index")
+              "estimate_quality", "forget", "create_index", "optimize")
 
 
 def hold_at(owner, name: str, nth: int, label: str) -> None:
@@ -80,6 +81,8 @@ def write(mem, op: str, rng) -> None:
         mem.estimate_quality(k=5)
     elif op == "forget":
         mem.forget("SELECT id FROM samples WHERE id % 7 = 2", message="killed?")
+    elif op == "optimize":
+        mem.optimize()
     elif op == "create_index":
         mem.create_index("IVF_FLAT", num_partitions=4, sample=20)
     else:

@@ -33,6 +33,8 @@ def crash_mem(tmp_path, rng):
     ("reweight", "commit"),
     ("restore", "commit"),
     ("forget", "compact"),  # forget: rows soft-deleted, not committed
+    ("optimize", "merge"),  # optimize: some tables merged, not committed
+    ("optimize", "commit"),  # optimize: every table merged, not committed
 ])
 def test_kill_before_the_commit_rolls_back(crash_mem, rng, op, stop_at):
     before = contents(memstore.open(crash_mem))
@@ -79,7 +81,7 @@ def test_a_forget_killed_before_its_commit_forgets_nothing(crash_mem, rng):
     assert contents(mem) == before and mem.version == 2
 
 
-@pytest.mark.parametrize("op", ["add", "reweight", "forget"])
+@pytest.mark.parametrize("op", ["add", "reweight", "forget", "optimize"])
 def test_kill_after_random_delays_leaves_a_committed_version(crash_mem, rng, op):
     for trial, delay in enumerate([0.05, 0.5, 1.5]):
         before_mem = memstore.open(crash_mem)

@@ -1,0 +1,143 @@
+"""A memory over its life: many small writes, and what reads, writes and the disk cost as it ages.
+
+    python benchmarks/bench_lifetime.py                                  # 100k x 128, 10,000 writes
+    python benchmarks/bench_lifetime.py --rows 10000 --dim 32 --writes 2000 --at 0,100,500,1000,2000
+
+A memory of ``--rows`` x ``--dim`` is built by one add, then takes ``--writes``
+small writes, alternating an add of 10 rows and a reweight of 10 random rows
+(each write one memory version, as a user's would be). At each checkpoint it
+measures, on a new handle as a new process would see it: open, a cold
+``count(*)``, a query on a provenance column, ``versions()``; the mean latency of
+the writes since the previous checkpoint; and the files and bytes under the
+memory's directory, beside the bytes of the live vectors.
+
+Writes JSON and a Markdown table to benchmarks/results/lifetime-<rows>x<dim>-<writes>.{json,md}.
+Run it with ``PYTHONPATH=<another checkout>`` to measure that code the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import memstore
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn, repeat: int = 3) -> tuple[float, object]:
+    """Median seconds of ``repeat`` calls, and the last call's result."""
+    times, out = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def disk(path: Path) -> tuple[int, int]:
+    files = [f for f in path.rglob("*") if f.is_file()]
+    return len(files), sum(f.stat().st_size for f in files)
+
+
+def reads(path: Path) -> dict:
+    """What a reader opening the memory now pays: each on a fresh handle."""
+    open_s, mem = timed(lambda: memstore.open(path))
+    count_s, n = timed(lambda: memstore.open(path).sql("SELECT count(*) FROM samples").fetchall()[0][0])
+    prov_s, _ = timed(lambda: memstore.open(path).sql(
+        "SELECT split, count(*) FROM samples WHERE uri LIKE 'img/1%' GROUP BY split").fetchall())
+    versions_s, versions = timed(lambda: memstore.open(path).versions())
+    return {"open_ms": open_s * 1e3, "cold_count_ms": count_s * 1e3, "provenance_query_ms": prov_s * 1e3,
+            "versions_ms": versions_s * 1e3, "rows": n, "versions": versions.num_rows,
+            "version": mem.version}
+
+
+def write(mem, rng, step: int, dim: int) -> None:
+    if step % 2 == 0:
+        x = rng.standard_normal((10, dim)).astype(np.float32)
+        mem.add(x, rng.integers(0, 10, 10), provenance={"uri": [f"img/new-{step}-{i}" for i in range(10)],
+                                                         "split": "stream"}, message=f"write {step}")
+    else:
+        ids = rng.choice(len(mem), 10, replace=False)
+        mem.reweight(_weights(ids, rng), message=f"write {step}")
+
+
+def _weights(ids, rng):
+    import pyarrow as pa
+
+    return pa.table({"id": pa.array(ids, pa.int64()), "weight": pa.array(rng.uniform(0.1, 2, len(ids)),
+                                                                         pa.float32())})
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--writes", type=int, default=10_000)
+    ap.add_argument("--at", default=None, help="checkpoints, comma-separated (default 0,100,1k,10k,...)")
+    ap.add_argument("--label", default="", help="a name for the code measured (e.g. before/after)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    at = sorted({int(a) for a in args.at.split(",")}) if args.at else \
+        [c for c in (0, 100, 1000, 10_000, 100_000) if c <= args.writes]
+    rng = np.random.default_rng(0)
+    root = Path(tempfile.mkdtemp(dir=args.workdir, prefix="lifetime-"))
+    path = root / "life.mem"
+    mem = memstore.open(path)
+    x = rng.standard_normal((args.rows, args.dim)).astype(np.float32)
+    mem.add(x, rng.integers(0, 10, args.rows), provenance={
+        "uri": [f"img/{i}.jpg" for i in range(args.rows)], "split": "train"}, message="first batch")
+    vector_bytes = args.rows * args.dim * 4
+    points, done, latencies = [], 0, []
+    for checkpoint in at:
+        while done < checkpoint:
+            start = time.perf_counter()
+            write(mem, rng, done, args.dim)
+            latencies.append(time.perf_counter() - start)
+            done += 1
+        files, size = disk(path)
+        live_vectors = (args.rows + 10 * ((done + 1) // 2)) * args.dim * 4
+        window = latencies[-min(100, len(latencies)):] if latencies else []
+        point = {"writes": done, **reads(path), "files": files, "bytes": size,
+                 "bytes_per_live_vector_byte": size / live_vectors,
+                 "write_ms_last_100": 1e3 * statistics.mean(window) if window else None}
+        points.append(point)
+        print(json.dumps(point), flush=True)
+    first = latencies[:100]
+    result = {"label": args.label, "rows": args.rows, "dim": args.dim, "writes": args.writes,
+              "vector_bytes": vector_bytes, "first_100_writes_ms": 1e3 * statistics.mean(first) if first else None,
+              "points": points, "machine": platform.processor() or platform.machine(),
+              "memstore": memstore.__file__}
+    RESULTS.mkdir(exist_ok=True)
+    stem = f"lifetime-{args.rows}x{args.dim}-{args.writes}{'-' + args.label if args.label else ''}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+def markdown(result: dict) -> str:
+    fresh = result["points"][0]
+    head = ("| writes | open ms | cold count(*) ms | provenance query ms | versions() ms | write ms (last 100) "
+            "| files | MB on disk | disk / live vectors |\n|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for p in result["points"]:
+        ratio = lambda key: f"{p[key]:.1f} ({p[key] / fresh[key]:.1f}x)"  # noqa: E731
+        write_ms = "" if p["write_ms_last_100"] is None else f"{p['write_ms_last_100']:.0f}"
+        rows.append(f"| {p['writes']:,} | {ratio('open_ms')} | {ratio('cold_count_ms')} | "
+                    f"{ratio('provenance_query_ms')} | {ratio('versions_ms')} | {write_ms} | {p['files']:,} | "
+                    f"{p['bytes'] / 1e6:.1f} | {p['bytes_per_live_vector_byte']:.2f}x |")
+    title = (f"{result['rows']:,} x {result['dim']} memory, {result['writes']:,} writes (adds of 10 rows and "
+             f"reweights of 10 rows, alternating){' — ' + result['label'] if result['label'] else ''}\n\n")
+    return title + head + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    main()
