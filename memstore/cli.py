@@ -495,5 +495,23 @@ def check(path, fmt):
     _emit(_table({"key": list(facts), "value": [str(v) for v in facts.values()]}), fmt)
 
 
+@main.command()
+@click.argument("path")
+@click.option("-m", "--message", default=None, help="why, for the audit row")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def optimize(path, message, fmt):
+    """Merge small fragments and drop Lance versions no memory version needs.
+
+    Writes do this by themselves once a table is crowded; run it to shrink a
+    memory now. One version of its own; every earlier version reads as before.
+    """
+    report = _open(path).optimize(message=message).as_dict()
+    tables = report.pop("tables")
+    rows = [{"table": name, **counts} for name, counts in sorted(tables.items())]
+    _emit(_table({key: [r[key] for r in rows] for key in rows[0]}), fmt)
+    click.echo(f"version {report['version']}: {report['files_before']:,} -> {report['files_after']:,} files, "
+               f"{report['bytes_before']:,} -> {report['bytes_after']:,} bytes in {report['seconds']} s", err=True)
+
+
 if __name__ == "__main__":
     main()

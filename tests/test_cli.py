@@ -310,3 +310,17 @@ def test_check_passes_then_names_a_damaged_file(runner, tmp_path, rng):
     out = runner.invoke(main, ["check", str(path)])
     assert out.exit_code == 1 and target.name in out.stderr and "Traceback" not in out.output
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_optimize_merges_the_fragments_of_many_small_adds(runner, tmp_path, rng):
+    path = tmp_path / "o.mem"
+    mem = memstore.open(path)
+    for i in range(6):
+        mem.add(rng.standard_normal((4, 8)).astype(np.float32), "a")
+    out = runner.invoke(main, ["optimize", str(path), "-m", "tidy", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["table"]: r for r in json.loads(out.stdout)}
+    assert rows["sample_data"]["fragments_before"] == 6 and rows["sample_data"]["fragments_after"] == 1
+    assert "version 7:" in out.stderr and " files" in out.stderr
+    reopened = memstore.open(path)
+    assert reopened.versions()["operation"].to_pylist()[-1] == "optimize" and len(reopened.at(3)) == 12

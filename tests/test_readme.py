@@ -392,6 +392,7 @@ def test_every_command_of_the_command_line_block_succeeds_and_does_something(tmp
     assert changed["prune"] == [20] and changed["reweight"] == [40] and changed["relabel"] == [120]
     assert changed["restore"][0] > 0 and changed["forget"] == [60, 3]
     assert "set_taxonomy" in changed and "estimate_quality" in changed and "create_index" in changed
+    assert changed["optimize"] == [0]                                 # a version, no rows changed
     at_clean = proc.stdout.split('### memstore sql pets.mem "SELECT count(*) FROM samples" --at clean')[1]
     assert "460" in at_clean.split("###")[0]                     # the rows when tagged, before the prune
 
