@@ -425,6 +425,46 @@ def rac() -> str:
 
 
 #: mark name -> what writes the block
+# -- a memory over its life ---------------------------------------------------------------
+LIFETIME = {"after": "lifetime-100000x128-3000-after.json", "before": "lifetime-100000x128-1000-before.json"}
+
+
+def lifetime() -> str:
+    """benchmarks/bench_lifetime.py: reads, writes and disk as small writes pile up, before and after
+    the writes' own merging and cleanup (the same script, two checkouts)."""
+    runs = {label: load(BENCH / name) for label, name in LIFETIME.items()}
+    rows = []
+    for label in ("before", "after"):
+        r = runs[label]
+        fresh = r["points"][0]
+        for p in r["points"]:
+            x = lambda key: f"{p[key]:.0f} ({p[key] / fresh[key]:.1f}x)"  # noqa: E731
+            write = "" if p["write_ms_last_100"] is None else f"{p['write_ms_last_100']:.0f}"
+            rows.append([label, f"{p['writes']:,}", x("open_ms"), x("cold_count_ms"), x("provenance_query_ms"),
+                         x("versions_ms"), write, f"{p['files']:,}", f"{p['bytes'] / 1e6:.0f}",
+                         f"{p['bytes_per_live_vector_byte']:.2f}x"])
+    r = runs["after"]
+    head = (f"`python benchmarks/bench_lifetime.py --rows {r['rows']} --dim {r['dim']} --writes {r['writes']}`: "
+            f"a {r['rows']:,} x {r['dim']} memory takes small writes (adds of 10 rows and reweights of 10 "
+            "rows, alternating), each one version; every read on a new handle; \"before\" is the code "
+            "without the writes' merging and cleanup, in the same script:")
+    return wrap(head) + "\n\n" + table(["code", "writes", "open ms", "cold count(*) ms", "provenance query ms",
+                                          "versions() ms", "ms a write (last 100)", "files", "MB on disk",
+                                          "disk / live vectors"], rows)
+
+
+def startup() -> str:
+    """benchmarks/bench_startup.py: fresh-process start-up, before and after the lazy imports."""
+    r = load(BENCH / "startup.json")
+    before, after = r["summary"]["before"], r["summary"]["after"]
+    rows = [[f"`{name}`", f"{before[name]['median_s']:.2f}", f"{after[name]['median_s']:.2f}",
+             f"{after[name]['ratio_to_python']:.1f}x"] for name in after if name != "python -c pass"]
+    return (wrap(f"Start-up, median of {r['runs']} fresh processes (`{r['command']}`; another job loaded the "
+                 f"machine, so compare within a row), against `python -c pass` at "
+                 f"{after['python -c pass']['median_s']:.2f} s:")
+            + "\n\n" + table(["command", "before (s)", "now (s)", "now ÷ python -c pass"], rows))
+
+
 BLOCKS = {
     "store": store,
     "fashion-knn": fashion_knn,
@@ -435,6 +475,8 @@ BLOCKS = {
     "knnlm-speed": knnlm_speed,
     "resmem": resmem,
     "rac": rac,
+    "lifetime": lifetime,
+    "startup": startup,
 }
 
 
