@@ -130,6 +130,14 @@ def rows_to_forget(data, ids: np.ndarray) -> pa.Table:
     return found
 
 
+def count_alive(state, ids: np.ndarray) -> int:
+    """How many of ``ids`` are alive at the head: an open interval (valid_to NULL) in ``state``.
+
+    Reads only their rows, not the state of the whole memory.
+    """
+    return sum(state.count_rows(filter=f"({f}) AND valid_to IS NULL") for f in id_filter(ids))
+
+
 def erase(tx, ids: np.ndarray) -> None:
     """Delete the rows and all their interval rows; nothing is committed yet."""
     for f in id_filter(ids):
@@ -362,7 +370,7 @@ def _confirm(fd, size: int, at: int, window, patterns: _Patterns, vec_bytes: int
 
 def held_by(data, vectors: np.ndarray) -> np.ndarray:
     """(m,) bool: which of ``vectors`` equal, byte for byte, a vector of the data table."""
-    from .search import vectors_as_numpy
+    from .snapshot import vectors_as_numpy  # not from search: that imports torch
 
     vectors = np.ascontiguousarray(vectors, np.float32)
     want = {v.tobytes(): i for i, v in enumerate(vectors)}
@@ -438,8 +446,7 @@ def holders_gone(store, holders: Holders) -> tuple[int, int]:
 def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
                 rebuild_index=None) -> ForgetReport:
     """Erase ``ids`` from the memory in ``store``; see the module docstring for the steps."""
-    from .search import vectors_as_numpy
-    from .snapshot import Snapshot
+    from .snapshot import vectors_as_numpy  # not from search: that imports torch
 
     seconds = {}
     clock = time.perf_counter()
@@ -459,8 +466,7 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         holders = Holders.of(store, tx.table(DATA_TABLE).to_lance(), ids)
         stored = vectors_as_numpy(found["vector"], stored=True)
         vectors = stored.astype(np.float32, copy=False)
-        alive = Snapshot(store, tx.head, tx.head.version).state["id"].to_numpy()
-        n_alive = int(np.isin(ids, alive).sum())
+        n_alive = count_alive(tx.table(STATE_TABLE).to_lance(), ids)
         write_pending(store, tx.version, found["id"].to_numpy(), stored)
         lap("select")
         erase(tx, ids)
