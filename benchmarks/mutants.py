@@ -97,6 +97,10 @@ MUTANTS = [
            "            (held if fragment.fragment_id in fragments else untouched).update(files)",
            "            untouched.update(files)",
            ("tests/test_forget.py",), "the proof skips the very files that held the rows"),
+    Mutant("forget imports torch", "memstore/forget.py",
+           "steps.\"\"\"\n    from .snapshot import vectors_as_numpy",
+           "steps.\"\"\"\n    from .search import vectors_as_numpy",
+           ("tests/test_forget.py",), "every erasure request pays 1.5 s of torch import"),
     # -- damage (check.py) ---------------------------------------------------------------
     Mutant("checksums not compared", "memstore/check.py",
            "            elif sha256_file(path) != want:\n", "            elif False:\n",

@@ -291,3 +291,19 @@ def test_a_data_file_that_held_a_row_and_survives_fails_the_proof(fragmented, mo
     monkeypatch.setattr(versioning.Store, "cleanup", lambda self, head: None)
     with pytest.raises(ForgetError, match="sample_data.lance/data/"):
         fragmented.forget([3])
+
+
+def test_a_forget_loads_no_torch(tmp_path):
+    """A process that only erases rows pays neither torch's import (1.5 s) nor a read of every row."""
+    import subprocess
+    import sys
+
+    code = (f"import numpy as np, sys, memstore\n"
+            f"mem = memstore.open({str(tmp_path / 'f.mem')!r})\n"
+            "mem.add(np.random.default_rng(0).random((50, 8), np.float32), 'a')\n"
+            "mem = memstore.open(mem.path)\n"
+            "mem.forget([3])\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "False"
