@@ -40,6 +40,10 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def file_sizes(path: Path) -> dict[str, int]:
+    return {str(p.relative_to(path)): p.stat().st_size for p in path.rglob("*") if p.is_file()}
+
+
 def build(path: Path, rows: int, dim: int, adds: int, seed: int) -> memstore.Memory:
     rng = np.random.default_rng(seed)
     mem = memstore.open(path)
@@ -64,10 +68,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--rebuild-index", action="store_true", help="retrain the index at each forget")
     ap.add_argument("--workdir", help="where the memory is built (default: a temporary directory)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--label", default="", help="a name for the code measured (before/after), in the file name")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(dir=args.workdir, prefix="bench-forget-"))
-    result = {"rows": args.rows, "dim": args.dim, "adds": args.adds, "index": args.index,
+    result = {"rows": args.rows, "dim": args.dim, "adds": args.adds, "index": args.index, "label": args.label,
+              "memstore": memstore.__file__,
               "rebuild_index": args.rebuild_index, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "cpu": platform.processor() or platform.machine(), "forgets": []}
     try:
@@ -88,6 +94,7 @@ def main(argv=None) -> dict:
         for count in COUNTS:
             ids = rng.choice(np.setdiff1d(ever, forgotten), count, replace=False)
             before = disk_bytes(mem.path)
+            files_before = file_sizes(mem.path)
             t = time.perf_counter()
             report = mem.forget(ids, message=f"bench: {count} rows", rebuild_index=args.rebuild_index)
             wall = time.perf_counter() - t
@@ -99,8 +106,11 @@ def main(argv=None) -> dict:
             # ... and Lance keeps no older version of any table
             for table in (mem.path / "tables").iterdir():
                 assert len(lance.dataset(table).versions()) == 1, table
+            written = {p: b for p, b in file_sizes(mem.path).items() if p not in files_before}
             row = {"rows": count, "seconds": wall, "phases": report.seconds,
                    "bytes_scanned": report.bytes_scanned, "files_scanned": report.files_scanned,
+                   "bytes_written": sum(written.values()), "files_written": len(written),
+                   "data_bytes_written": sum(b for p, b in written.items() if p.startswith("tables/sample_data.lance/data/")),
                    "disk_before": before, "disk_after": disk_bytes(mem.path)}
             result["forgets"].append(row)
             print(f"forget {count:>6,} rows: {wall:6.1f} s  {report.seconds}", flush=True)
@@ -112,7 +122,8 @@ def main(argv=None) -> dict:
 
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"forget-{result['rows']}x{result['dim']}{'-index' if result['index'] else ''}"
+    stem = out / (f"forget-{result['rows']}x{result['dim']}{'-index' if result['index'] else ''}"
+                  + (f"-{result['label']}" if result.get("label") else ""))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     phases = list(result["forgets"][0]["phases"])
     lines = [
@@ -120,13 +131,15 @@ def write(result: dict, out: Path) -> None:
         f"Memory built by {result['adds']} adds, a prune and a reweight"
         + (", with an IVF_PQ index" if result["index"] else "") + f"; command `{result['command']}`.",
         "Each forget erases rows drawn at random from the whole memory, compacts, drops every old Lance "
-        "version, and scans every file of the memory for the forgotten vectors' bytes before it returns.", "",
-        "| rows forgotten | total s | " + " | ".join(f"{p} s" for p in phases) + " | GB scanned | GB on disk after |",
-        "|---|---|" + "---|" * len(phases) + "---|---|",
+        "version, and scans the memory's files for the forgotten vectors' bytes before it returns.", "",
+        "| rows forgotten | total s | " + " | ".join(f"{p} s" for p in phases)
+        + " | GB written (data) | GB scanned | GB on disk after |",
+        "|---|---|" + "---|" * len(phases) + "---|---|---|",
     ]
     for f in result["forgets"]:
         lines.append(f"| {f['rows']:,} | {f['seconds']:.1f} | " + " | ".join(f"{f['phases'][p]:.1f}" for p in phases)
-                     + f" | {f['bytes_scanned'] / 1e9:.2f} | {f['disk_after'] / 1e9:.2f} |")
+                     + f" | {f['bytes_written'] / 1e9:.3f} ({f['data_bytes_written'] / 1e9:.3f}) | "
+                     f"{f['bytes_scanned'] / 1e9:.3f} | {f['disk_after'] / 1e9:.2f} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -41,7 +41,8 @@ import pyarrow as pa
 
 from .schema import AUDIT_TABLE, CHECKSUMS_TABLE
 
-#: rows a merged fragment grows to; also what bounds a forget's rewrite of one fragment
+#: rows of a data fragment: what an add writes at most, what a merge grows small ones to, and so
+#: what a forget rewrites for each fragment that held a forgotten row
 FRAGMENT_ROWS = 1 << 17
 #: fragments a table may hold before a write merges its small ones
 AUTO_FRAGMENTS = 32
@@ -69,6 +70,11 @@ class OptimizeReport:
 
 def fragment_count(store, name: str) -> int:
     return len(store.dataset(name).get_fragments())
+
+
+def small_fragment_count(store, name: str) -> int:
+    """Fragments below FRAGMENT_ROWS rows: what a merge would rewrite (Lance's own rule); full ones stay."""
+    return sum(f.metadata.physical_rows < FRAGMENT_ROWS for f in store.dataset(name).get_fragments())
 
 
 def lance_version_count(store, name: str) -> int:
@@ -119,7 +125,8 @@ def maintain(tx) -> None:
     from .versioning import LOG_TABLES
 
     store = tx.store
-    crowded = [n for n in sorted(store.table_names() - LOG_TABLES) if fragment_count(store, n) > AUTO_FRAGMENTS]
+    crowded = [n for n in sorted(store.table_names() - LOG_TABLES)
+               if small_fragment_count(store, n) > AUTO_FRAGMENTS]
     for name in _checksums_last(crowded):
         if name == CHECKSUMS_TABLE:  # after the other merges: the files they replaced are dead too
             drop_dead_checksums(tx)
@@ -143,7 +150,7 @@ def merge_log_tables(store, head, *, force: bool = False):
 
     merged = False
     for name in sorted(LOG_TABLES & store.table_names()):
-        if force or fragment_count(store, name) > AUTO_FRAGMENTS:
+        if force or small_fragment_count(store, name) > AUTO_FRAGMENTS:
             store.dataset(name).optimize.compact_files(target_rows_per_fragment=FRAGMENT_ROWS,
                                                        max_source_rows=None if force else AUTO_SOURCE_ROWS)
             merged = True

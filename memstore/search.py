@@ -38,6 +38,7 @@ import torch
 
 from .device import resolve_device
 from .errors import DimensionMismatchError, InvalidInputError
+from .snapshot import vectors_as_numpy  # noqa: F401 -- here for callers; it needs no torch
 
 METRICS = ("cosine", "dot", "l2")
 
@@ -91,20 +92,6 @@ def as_queries(queries, dim: int) -> np.ndarray:
     if not np.isfinite(q).all():
         raise InvalidInputError("queries contain NaN or inf; clean them before searching")
     return np.ascontiguousarray(q)
-
-
-def vectors_as_numpy(column: pa.ChunkedArray | pa.Array, *, stored: bool = False) -> np.ndarray:
-    """A fixed_size_list<float32|float16>[dim] column as (n, dim) numpy.
-
-    float32 by default: zero copy for one float32 chunk; float16 vectors are
-    widened (searches compute in float32). ``stored=True`` keeps the stored type.
-    """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    dim = column.type.list_size
-    flat = column.flatten()  # a slice of the child array: no copy, offset respected
-    x = flat.to_numpy(zero_copy_only=flat.null_count == 0).reshape(-1, dim)
-    return x if stored else x.astype(np.float32, copy=False)
 
 
 class ExactSearch:

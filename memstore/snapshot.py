@@ -39,6 +39,20 @@ def valid_at(version: int) -> str:
     return f"valid_from <= {version} AND (valid_to IS NULL OR valid_to > {version})"
 
 
+
+def vectors_as_numpy(column: pa.ChunkedArray | pa.Array, *, stored: bool = False) -> np.ndarray:
+    """A fixed_size_list<float32|float16>[dim] column as (n, dim) numpy.
+
+    float32 by default: zero copy for one float32 chunk; float16 vectors are
+    widened (searches compute in float32). ``stored=True`` keeps the stored type.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    dim = column.type.list_size
+    flat = column.flatten()  # a slice of the child array: no copy, offset respected
+    x = flat.to_numpy(zero_copy_only=flat.null_count == 0).reshape(-1, dim)
+    return x if stored else x.astype(np.float32, copy=False)
+
 @dataclass(frozen=True)
 class Samples:
     """The rows alive at one version, ordered by id, as the heads read them."""
@@ -94,7 +108,6 @@ class Snapshot:
     @cached_property
     def samples(self) -> Samples:
         """Vectors, labels and weights of this version, read once and kept."""
-        from .search import vectors_as_numpy  # search imports torch: only when asked
 
         state = self.state
         order = pc.sort_indices(state["id"])

@@ -233,3 +233,77 @@ def test_forget_on_a_one_dimensional_memory_works_and_says_what_it_could_not_sca
     report = mem.forget([3, 4])
     assert report.rows == 2 and report.unverifiable == 2  # 4 bytes cannot be told from any other word
     assert len(memstore.open(tmp_path / "d1.mem", create=False)) == 8
+
+
+# -- a forget costs what it touches ---------------------------------------------------------
+@pytest.fixture
+def fragmented(tmp_path, rng, monkeypatch):
+    """5,500 rows in fragments of at most 1,000 rows (memstore.optimize.FRAGMENT_ROWS, made small)."""
+    from memstore import memory, optimize
+
+    monkeypatch.setattr(memory, "FRAGMENT_ROWS", 1000)
+    monkeypatch.setattr(optimize, "FRAGMENT_ROWS", 1000)
+    mem = memstore.open(tmp_path / "frag.mem")
+    mem.x = rng.standard_normal((5500, 8)).astype(np.float32)
+    mem.add(mem.x, np.arange(5500) % 3)
+    return mem
+
+
+def data_files(mem) -> dict[int, list[str]]:
+    ds = mem._store.dataset(DATA_TABLE)
+    return {f.fragment_id: sorted(d.path for d in f.data_files()) for f in ds.get_fragments()}
+
+
+def test_an_add_writes_fragments_of_bounded_size(fragmented):
+    rows = [f.metadata.physical_rows for f in fragmented._store.dataset(DATA_TABLE).get_fragments()]
+    assert rows == [1000] * 5 + [500]
+
+
+def test_a_forget_rewrites_only_the_fragments_that_held_its_rows(fragmented):
+    before = data_files(fragmented)
+    total = sum(p.stat().st_size for p in fragmented.path.rglob("*") if p.is_file())
+    report = fragmented.forget([3, 2500])  # in fragments 0 and 2
+    after = data_files(fragmented)
+    kept = {i: files for i, files in before.items() if i not in (0, 2)}
+    assert all(after[i] == files for i, files in kept.items())  # the same files, not rewritten
+    assert report.files_replaced == 2 and report.bytes_untouched > 0
+    assert report.bytes_scanned < total - report.bytes_untouched // 2
+    # the guarantee, checked independently: no file under the memory holds the bytes
+    assert not find_vector_bytes(fragmented.path, fragmented.x[[3, 2500]])[0]
+    assert len(fragmented) == 5498 and fragmented.check().problems == []
+
+
+def test_small_fragments_that_held_no_row_are_not_merged_by_a_forget(mem, rng):
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    for i in range(5):
+        mem.add(x[10 * i:10 * i + 10], "a")
+    before = data_files(mem)
+    mem.forget([23])
+    after = data_files(mem)
+    assert len(after) == 5 and all(after[i] == before[i] for i in (0, 1, 3, 4))
+
+
+def test_a_data_file_that_held_a_row_and_survives_fails_the_proof(fragmented, monkeypatch):
+    """If cleanup left the old file of a rewritten fragment, the proof says so (it is not skipped
+    as untouched), and names the file."""
+    from memstore import versioning
+
+    monkeypatch.setattr(versioning.Store, "cleanup", lambda self, head: None)
+    with pytest.raises(ForgetError, match="sample_data.lance/data/"):
+        fragmented.forget([3])
+
+
+def test_a_forget_loads_no_torch(tmp_path):
+    """A process that only erases rows pays neither torch's import (1.5 s) nor a read of every row."""
+    import subprocess
+    import sys
+
+    code = (f"import numpy as np, sys, memstore\n"
+            f"mem = memstore.open({str(tmp_path / 'f.mem')!r})\n"
+            "mem.add(np.random.default_rng(0).random((50, 8), np.float32), 'a')\n"
+            "mem = memstore.open(mem.path)\n"
+            "mem.forget([3])\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "False"
