@@ -259,20 +259,15 @@ def _and(items: list[str]) -> str:
 
 
 def flexible() -> str:
-    """The four findings of examples/flexible_memory.py, and bench_forget.py at 1M rows."""
+    """The four findings of examples/flexible_memory.py."""
     r = load(EXAMPLES / "flexible_memory.json")
-    big = load(BENCH / "forget-1000000x512.json")
     lf, fg, gr = r["lifelong"], r["forget"], r["granularity"]
-    forgets = big["forgets"]
-    phase = {k: [f["phases"][k] for f in forgets] for k in ("compact", "verify")}
     steps = " → ".join(f"{s['fine']:.1f}".removesuffix(".0") for s in gr["refine"])
     as_digit = "no Fashion image" if lf["fashion_predicted_as_digit"] == 0 else \
         f"{lf['fashion_predicted_as_digit']}% of Fashion images"
     fashion = "unchanged" if lf["fashion_after_digits"] == lf["fashion_before_digits"] else \
         f"{lf['fashion_before_digits']:.2f}% before, now"
     same = "identical to" if fg["identical_probabilities"] else "that differ from"
-    counts = _and([f"{f['rows']:,}" for f in forgets])
-    seconds = _and([f"{f['seconds']:.1f}" for f in forgets])
     lifelong = wrap(
         f"**New classes without training.** A memory without Ankle boot and Bag: "
         f"{lf['old_classes_before']:.2f}% (± {lf['old_stderr']:.2f}) on the old classes. Adding the two "
@@ -285,13 +280,8 @@ def flexible() -> str:
     forgetting = wrap(
         f"**Forgetting.** {fg['rows']} of {fg['rows_in_version_1'] + fg['rows']:,} rows forgotten in "
         f"{sum(fg['seconds'].values()):.1f} s including the byte scan of {fg['bytes_scanned'] / 1e6:.0f} MB; "
-        f"a head fitted afterwards gives probabilities {same} a memory that never held them. "
-        f"`python benchmarks/bench_forget.py`, {big['rows']:,} x {big['dim']}, built by {big['adds']} adds: "
-        f"forgetting {counts} rows takes {seconds} s, whatever the count: compaction rewrites the "
-        f"{big['bytes_before'] / 1e9:.0f} GB table "
-        f"({min(phase['compact']):.0f}-{max(phase['compact']):.0f} s) and the check scans "
-        f"{max(f['bytes_scanned'] for f in forgets) / 1e9:.1f} GB "
-        f"({min(phase['verify']):.1f}-{max(phase['verify']):.1f} s).", bullet=True)
+        f"a head fitted afterwards gives probabilities {same} a memory that never held them. At 1M and "
+        f"10M rows: \"Forget at scale\" below.", bullet=True)
     granularity = wrap(
         f"**Label granularity** (our grouping: tops, dresses, bottoms, footwear, bags): "
         f"{gr['coarse_at_level_0']:.1f}% at the coarse level, {gr['fine_at_level_1']:.2f}% fine. Starting from "
@@ -425,6 +415,27 @@ def rac() -> str:
 
 
 #: mark name -> what writes the block
+# -- forget at scale -----------------------------------------------------------------------
+def forget_scale() -> str:
+    """bench_forget.py at 1M and 10M x 128, before and after bounded fragments and the targeted proof."""
+    rows = []
+    for n in (1_000_000, 10_000_000):
+        runs = {label: load(BENCH / f"forget-{n}x128-{label}.json") for label in ("before", "after")}
+        for b, a in zip(runs["before"]["forgets"], runs["after"]["forgets"]):
+            rows.append([f"{n:,}", f"{a['rows']:,}", f"{b['seconds']:.1f}", f"**{a['seconds']:.1f}**",
+                         f"{b['seconds'] / a['seconds']:.1f}x", f"{b['data_bytes_written'] / 1e9:.3f}",
+                         f"{a['data_bytes_written'] / 1e9:.3f}", f"{b['bytes_scanned'] / 1e9:.3f}",
+                         f"{a['bytes_scanned'] / 1e9:.3f}"])
+    a = load(BENCH / "forget-10000000x128-after.json")
+    head = (f"`python benchmarks/bench_forget.py --rows N --dim 128 --adds {a['adds']}`: a memory built by "
+            f"{a['adds']} adds, then a prune and a reweight; the rows are drawn at random from the whole "
+            "memory, one forget after another; \"before\" is the same script on the code that merged "
+            "every small fragment and scanned every file:")
+    return wrap(head) + "\n\n" + table(
+        ["memory rows", "rows forgotten", "before s", "now s", "faster", "before GB rewritten",
+         "now GB rewritten", "before GB scanned", "now GB scanned"], rows)
+
+
 # -- a memory over its life ---------------------------------------------------------------
 LIFETIME = {"after": "lifetime-100000x128-3000-after.json", "before": "lifetime-100000x128-1000-before.json"}
 
@@ -476,6 +487,7 @@ BLOCKS = {
     "resmem": resmem,
     "rac": rac,
     "lifetime": lifetime,
+    "forget-scale": forget_scale,
     "startup": startup,
 }
 
