@@ -38,6 +38,7 @@ bench: install
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_forget.py
 	$(PY) benchmarks/bench_knnlm.py
+	$(PY) benchmarks/bench_lifetime.py
 
 clean:
 	rm -rf $(VENV) demo.mem fashion.mem fashion.mem.queries-*.npy fashion_neighbours.png .pytest_cache build *.egg-info
