@@ -160,3 +160,22 @@ def test_an_indexed_memory_keeps_its_index_through_optimize(mem, rng):
     assert reopened.index_info() is not None
     assert reopened.search(x[:50], k=5, index="ann")["id"].to_pylist() == before
     reopened.check()
+
+
+def test_a_head_fitted_before_the_writes_merged_and_cleaned_up_still_answers(mem, rng, monkeypatch):
+    """Routine writes now remove old Lance versions: a fitted head holding an indexed searcher on
+    one of them keeps giving the same answers (the files it reads are the head's, or still used)."""
+    monkeypatch.setattr(optimize_module, "AUTO_FRAGMENTS", 2)
+    monkeypatch.setattr(optimize_module, "AUTO_VERSIONS", 2)
+    x = rng.standard_normal((2000, 16)).astype(np.float32)
+    mem.add(x, np.arange(2000) % 3)
+    mem.create_index("IVF_PQ", num_partitions=8, num_sub_vectors=4, target_recall=0.8)
+    clf = memstore.KNNClassifier(k=5, index="ann").fit(mem)
+    before = clf.predict_proba(x[:50])
+    other = memstore.open(mem.path)
+    for i in range(12):
+        other.add(rng.standard_normal((3, 16)).astype(np.float32), [0, 1, 2])
+        other.reweight(f"SELECT id, 2.0 AS weight FROM samples WHERE id = {i}")
+    assert optimize_module.lance_version_count(other._store, DATA_TABLE) <= 3  # cleanup did run
+    np.testing.assert_array_equal(clf.predict_proba(x[:50]), before)
+    assert mem.at(1).search(x[:3], k=1, index="ann")["id"].to_pylist() == [0, 1, 2]
