@@ -28,32 +28,21 @@ from pathlib import Path
 import numpy as np
 
 import memstore
+from bench_store import timed  # median seconds of `repeat` calls, and the last call's result
+from memstore.optimize import disk_usage
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def timed(fn, repeat: int = 3) -> tuple[float, object]:
-    """Median seconds of ``repeat`` calls, and the last call's result."""
-    times, out = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
-
-
-def disk(path: Path) -> tuple[int, int]:
-    files = [f for f in path.rglob("*") if f.is_file()]
-    return len(files), sum(f.stat().st_size for f in files)
+#: calls of each read at a checkpoint (the median is reported)
+REPEAT = 3
 
 
 def reads(path: Path) -> dict:
     """What a reader opening the memory now pays: each on a fresh handle."""
-    open_s, mem = timed(lambda: memstore.open(path))
-    count_s, n = timed(lambda: memstore.open(path).sql("SELECT count(*) FROM samples").fetchall()[0][0])
+    open_s, mem = timed(lambda: memstore.open(path), REPEAT)
+    count_s, n = timed(lambda: memstore.open(path).sql("SELECT count(*) FROM samples").fetchall()[0][0], REPEAT)
     prov_s, _ = timed(lambda: memstore.open(path).sql(
-        "SELECT split, count(*) FROM samples WHERE uri LIKE 'img/1%' GROUP BY split").fetchall())
-    versions_s, versions = timed(lambda: memstore.open(path).versions())
+        "SELECT split, count(*) FROM samples WHERE uri LIKE 'img/1%' GROUP BY split").fetchall(), REPEAT)
+    versions_s, versions = timed(lambda: memstore.open(path).versions(), REPEAT)
     return {"open_ms": open_s * 1e3, "cold_count_ms": count_s * 1e3, "provenance_query_ms": prov_s * 1e3,
             "versions_ms": versions_s * 1e3, "rows": n, "versions": versions.num_rows,
             "version": mem.version}
@@ -102,7 +91,7 @@ def main(argv=None) -> dict:
             write(mem, rng, done, args.dim)
             latencies.append(time.perf_counter() - start)
             done += 1
-        files, size = disk(path)
+        files, size = disk_usage(path)
         live_vectors = (args.rows + 10 * ((done + 1) // 2)) * args.dim * 4
         window = latencies[-min(100, len(latencies)):] if latencies else []
         point = {"writes": done, **reads(path), "files": files, "bytes": size,

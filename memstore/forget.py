@@ -117,8 +117,8 @@ def id_filter(ids: np.ndarray) -> list[str]:
 
 
 def rows_to_forget(data, ids: np.ndarray) -> pa.Table:
-    """(id, vector) of ``ids`` in the data table; every id must be there."""
-    parts = [data.to_table(columns=["id", "vector"], filter=f) for f in id_filter(ids)]
+    """(id, vector, _rowaddr) of ``ids`` in the data table; every id must be there."""
+    parts = [data.to_table(columns=["id", "vector"], filter=f, with_row_address=True) for f in id_filter(ids)]
     found = pa.concat_tables(parts) if parts else None
     have = found["id"].to_numpy() if found is not None else np.zeros(0, np.int64)
     missing = np.setdiff1d(ids, have)
@@ -169,13 +169,11 @@ class Holders:
     untouched: frozenset  # data files of every other fragment of sample_data
 
     @classmethod
-    def of(cls, store, dataset, ids: np.ndarray) -> "Holders":
+    def of(cls, dataset, row_addresses: np.ndarray) -> "Holders":
+        """From the Lance row addresses of the rows (fragment id in the high 32 bits)."""
         from .check import table_dir
 
-        fragments = set()
-        for f in id_filter(ids):
-            addr = dataset.to_table(columns=[], filter=f, with_row_address=True)["_rowaddr"].to_numpy()
-            fragments.update((addr >> np.uint64(32)).astype(np.int64).tolist())
+        fragments = set((np.asarray(row_addresses, np.uint64) >> np.uint64(32)).astype(np.int64).tolist())
         root = table_dir(DATA_TABLE)
         held, untouched = set(), set()
         for fragment in dataset.get_fragments():
@@ -462,8 +460,9 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         if not tx.has_table(DATA_TABLE):
             raise UnknownIdsError(f"the memory holds no rows yet, so ids {ids[:5].tolist()} are not rows "
                                   "of it; nothing was forgotten")
-        found = rows_to_forget(tx.table(DATA_TABLE).to_lance(), ids)
-        holders = Holders.of(store, tx.table(DATA_TABLE).to_lance(), ids)
+        data = tx.table(DATA_TABLE).to_lance()
+        found = rows_to_forget(data, ids)
+        holders = Holders.of(data, found["_rowaddr"].to_numpy())
         stored = vectors_as_numpy(found["vector"], stored=True)
         vectors = stored.astype(np.float32, copy=False)
         n_alive = count_alive(tx.table(STATE_TABLE).to_lance(), ids)

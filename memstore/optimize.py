@@ -15,11 +15,13 @@ changing what any memory version, tag, ``at()`` or ``restore`` reads.
 Two ways it happens:
 
 * :func:`maintain`, inside every write's transaction (``Transaction.commit``):
-  a table with more than ``AUTO_FRAGMENTS`` fragments has its small ones merged
-  (reading at most ``AUTO_SOURCE_ROWS`` rows, so a write's extra cost is
-  bounded), and checksum rows of files no version uses any more are dropped;
-  after the commit, a table with more than ``AUTO_VERSIONS`` Lance versions is
-  cleaned up. No extra memory version, no manual step.
+  a data table with more than ``AUTO_FRAGMENTS`` small fragments (under
+  ``FRAGMENT_ROWS`` rows) has them merged, reading at most ``AUTO_SOURCE_ROWS``
+  rows so a write's extra cost is bounded, and checksum rows of files no
+  version uses any more are dropped. After the commit, a crowded ``audit`` or
+  ``tags`` table is merged the same way (:func:`merge_log_tables`), and a table
+  with more than ``AUTO_VERSIONS`` Lance versions is cleaned up. No extra
+  memory version, no manual step.
 * :func:`optimize` (``mem.optimize()``, ``memstore optimize PATH``): the same
   for every table, with no bound, as a memory version of its own (operation
   ``optimize``, no rows changed), then a cleanup of every Lance version the new
@@ -37,7 +39,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 from .schema import AUDIT_TABLE, CHECKSUMS_TABLE
 
@@ -83,14 +84,15 @@ def lance_version_count(store, name: str) -> int:
     return sum(1 for p in folder.iterdir() if p.suffix == ".manifest") if folder.is_dir() else 0
 
 
-def merge_fragments(tx, name: str, *, target_rows: int = FRAGMENT_ROWS, source_rows: int | None = None) -> None:
+def merge_fragments(store, name: str, *, target_rows: int = FRAGMENT_ROWS, source_rows: int | None = None) -> None:
     """Merge ``name``'s small fragments (and drop rows deleted from them) into fragments of ``target_rows``.
 
-    A Lance commit of its own inside ``tx``; an ANN index is remapped in the
-    same step. ``source_rows`` bounds the rows read.
+    A Lance commit of its own on the table's latest version (inside a
+    transaction, that is the transaction's); an ANN index is remapped in the
+    same step. ``source_rows`` bounds the rows read. Lance rebases a later
+    append through an older handle onto the merged version.
     """
-    # Lance rebases a later append through an older handle onto the merged version
-    tx.table(name).to_lance().optimize.compact_files(
+    store.dataset(name).optimize.compact_files(
         target_rows_per_fragment=target_rows, max_source_rows=source_rows, defer_index_remap=False)
 
 
@@ -130,7 +132,7 @@ def maintain(tx) -> None:
     for name in _checksums_last(crowded):
         if name == CHECKSUMS_TABLE:  # after the other merges: the files they replaced are dead too
             drop_dead_checksums(tx)
-        merge_fragments(tx, name, source_rows=AUTO_SOURCE_ROWS)
+        merge_fragments(store, name, source_rows=AUTO_SOURCE_ROWS)
 
 
 def _checksums_last(names) -> list[str]:
@@ -151,8 +153,7 @@ def merge_log_tables(store, head, *, force: bool = False):
     merged = False
     for name in sorted(LOG_TABLES & store.table_names()):
         if force or small_fragment_count(store, name) > AUTO_FRAGMENTS:
-            store.dataset(name).optimize.compact_files(target_rows_per_fragment=FRAGMENT_ROWS,
-                                                       max_source_rows=None if force else AUTO_SOURCE_ROWS)
+            merge_fragments(store, name, source_rows=None if force else AUTO_SOURCE_ROWS)
             merged = True
     if not merged:
         return head
@@ -188,7 +189,7 @@ def optimize(store, message: str | None = None, *, target_rows: int = FRAGMENT_R
         for name in _checksums_last(set(names) - LOG_TABLES):
             if name == CHECKSUMS_TABLE:
                 drop_dead_checksums(tx)
-            merge_fragments(tx, name, target_rows=target_rows)
+            merge_fragments(store, name, target_rows=target_rows)
         head = tx.commit("optimize", message, rows_affected=0)
         head = merge_log_tables(store, head, force=True)
         store.cleanup(head)

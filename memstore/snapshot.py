@@ -39,7 +39,6 @@ def valid_at(version: int) -> str:
     return f"valid_from <= {version} AND (valid_to IS NULL OR valid_to > {version})"
 
 
-
 def vectors_as_numpy(column: pa.ChunkedArray | pa.Array, *, stored: bool = False) -> np.ndarray:
     """A fixed_size_list<float32|float16>[dim] column as (n, dim) numpy.
 
@@ -52,6 +51,7 @@ def vectors_as_numpy(column: pa.ChunkedArray | pa.Array, *, stored: bool = False
     flat = column.flatten()  # a slice of the child array: no copy, offset respected
     x = flat.to_numpy(zero_copy_only=flat.null_count == 0).reshape(-1, dim)
     return x if stored else x.astype(np.float32, copy=False)
+
 
 @dataclass(frozen=True)
 class Samples:
@@ -108,7 +108,6 @@ class Snapshot:
     @cached_property
     def samples(self) -> Samples:
         """Vectors, labels and weights of this version, read once and kept."""
-
         state = self.state
         order = pc.sort_indices(state["id"])
         state = state.take(order)

@@ -122,11 +122,11 @@ def test_a_failed_optimize_leaves_the_memory_as_it_was(history, monkeypatch):
     calls = []
     real = optimize_module.merge_fragments
 
-    def fail_on_the_third(tx, name, **kwargs):
+    def fail_on_the_third(store, name, **kwargs):
         calls.append(name)
         if len(calls) == 3:
             raise OSError("the disk went away")
-        return real(tx, name, **kwargs)
+        return real(store, name, **kwargs)
 
     monkeypatch.setattr(optimize_module, "merge_fragments", fail_on_the_third)
     with pytest.raises(OSError, match="went away"):
