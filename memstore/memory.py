@@ -183,6 +183,8 @@ class Memory:
 
     @rereads_on_cleanup
     def __len__(self) -> int:
+        if self.version == self._head.version:
+            return self._head.rows_total  # the head's count: no read of the state table
         return self._snapshot.state.num_rows
 
     def __deepcopy__(self, memo) -> "Memory":
@@ -887,7 +889,7 @@ class Memory:
     def _change_state(self, operation: str, ids: np.ndarray, message: str | None, sql: str | None,
                       details: dict | None = None, **change) -> WriteResult:
         with self._store.transaction() as tx:
-            current = Snapshot(self._store, tx.head, tx.head.version).state
+            current = Snapshot(self._store, tx.head, tx.head.version).state_of(ids)
             known = pc.is_in(pa.array(ids, pa.int64()), current["id"]).to_numpy(zero_copy_only=False)
             if not known.all():
                 missing = ids[~known]

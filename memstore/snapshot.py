@@ -34,6 +34,11 @@ def _ascending(a: np.ndarray) -> bool:
     return bool(len(a) < 2 or (a[1:] > a[:-1]).all())
 
 
+#: above this many ids, Snapshot.state_of reads the whole state (measured: a
+#: filter of 10,000 ids costs about what a read of 100k rows does)
+STATE_OF_MAX_IDS = 10_000
+
+
 def valid_at(version: int) -> str:
     """Lance/DuckDB filter of the interval rows valid at ``version``."""
     return f"valid_from <= {version} AND (valid_to IS NULL OR valid_to > {version})"
@@ -104,6 +109,20 @@ class Snapshot:
         dataset = self._dataset(STATE_TABLE)
         columns = [c for c in (*STATE_COLUMNS, "valid_from") if c in dataset.schema.names]
         return dataset.to_table(columns=columns, filter=valid_at(self.version))
+
+    def state_of(self, ids: np.ndarray) -> pa.Table:
+        """The rows of ``state`` for ``ids`` only (those alive at this version).
+
+        A small write reads just the rows it changes: Lance filters the id
+        column instead of materializing every row's state. For many ids the
+        list would cost more than it saves, so the whole state is read.
+        """
+        if not self.has_samples or len(ids) > STATE_OF_MAX_IDS or "state" in self.__dict__:
+            return self.state
+        dataset = self._dataset(STATE_TABLE)
+        columns = [c for c in (*STATE_COLUMNS, "valid_from") if c in dataset.schema.names]
+        listed = ", ".join(str(int(i)) for i in np.unique(ids))
+        return dataset.to_table(columns=columns, filter=f"id IN ({listed}) AND {valid_at(self.version)}")
 
     @cached_property
     def samples(self) -> Samples:
