@@ -99,6 +99,12 @@ def main(argv=None) -> dict:
                  "write_ms_last_100": 1e3 * statistics.mean(window) if window else None}
         points.append(point)
         print(json.dumps(point), flush=True)
+        result = save(args, vector_bytes, latencies, points)  # at every checkpoint: a long run stopped early still reports
+    print(markdown(result))
+    return result
+
+
+def save(args, vector_bytes: int, latencies: list, points: list) -> dict:
     first = latencies[:100]
     result = {"label": args.label, "rows": args.rows, "dim": args.dim, "writes": args.writes,
               "vector_bytes": vector_bytes, "first_100_writes_ms": 1e3 * statistics.mean(first) if first else None,
@@ -108,7 +114,6 @@ def main(argv=None) -> dict:
     stem = f"lifetime-{args.rows}x{args.dim}-{args.writes}{'-' + args.label if args.label else ''}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
     return result
 
 

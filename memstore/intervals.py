@@ -14,6 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+#: at most this many ids are changed by update + append; more by one merge
+SMALL_CHANGE = 10_000
+
 
 def change_state(table, version: int, current: pa.Table, ids: np.ndarray, *,
                  labels: pa.Array | None = None, weights: np.ndarray | None = None,
@@ -39,7 +42,16 @@ def change_state(table, version: int, current: pa.Table, ids: np.ndarray, *,
             new = new.set_column(new.schema.get_field_index("wrong_count"), "wrong_count",
                                  pa.array(wrong_counts, pa.int32()))
         parts.append(_with(new, table.schema, valid_from=version, valid_to=None))
-    _merge(table, pa.concat_tables(parts), key="id")
+    if n > SMALL_CHANGE:
+        _merge(table, pa.concat_tables(parts), key="id")
+        return n
+    # A few ids: close their open rows by an update the id index serves, then append the new
+    # ones. A merge would join every row the table ever held (100 ms at 1.1M rows against 28).
+    # Two Lance commits, but the memory version is committed by the audit row alone.
+    listed = ", ".join(str(int(i)) for i in old["id"].to_numpy())
+    table.update(where=f"id IN ({listed}) AND valid_to IS NULL", values={"valid_to": version})
+    if len(parts) > 1:
+        table.add(parts[1])
     return n
 
 

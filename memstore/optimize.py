@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .schema import AUDIT_TABLE, CHECKSUMS_TABLE
+from .schema import AUDIT_TABLE, CHECKSUMS_TABLE, DATA_TABLE, STATE_TABLE
 
 #: rows of a data fragment: what an add writes at most, what a merge grows small ones to, and so
 #: what a forget rewrites for each fragment that held a forgotten row
@@ -51,6 +51,12 @@ AUTO_FRAGMENTS = 32
 AUTO_SOURCE_ROWS = 1 << 17
 #: Lance versions a table may hold before a write removes those the head does not name
 AUTO_VERSIONS = 32
+#: tables whose rows writes and forgets look up by id, through a BTREE index on ``id``
+ID_INDEXED_TABLES = (DATA_TABLE, STATE_TABLE)
+#: rows a table reaches before it gets its id index, and rows outside the index (appended
+#: since it was built) before a write folds them in; below this a scan of the ids is as fast
+ID_INDEX_ROWS = 1 << 14
+ID_INDEX_NAME = "id_idx"
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,33 @@ def merge_fragments(store, name: str, *, target_rows: int = FRAGMENT_ROWS, sourc
         target_rows_per_fragment=target_rows, max_source_rows=source_rows, defer_index_remap=False)
 
 
+def keep_id_index(store, name: str) -> None:
+    """Give ``name`` a BTREE index on ``id`` once it is large, and fold appended rows into it.
+
+    A reweight closes the open state rows of its ids, a forget finds the data
+    rows of its ids: without the index each is a scan of every id the table
+    ever held, so a write would slow down as the memory's history grows (a
+    state table of 1.1M rows: 100 ms for an update of 10 ids, 28 ms with the
+    index). Rows appended since the index was built are scanned, so the index
+    is brought up to date only once ``ID_INDEX_ROWS`` of them pile up.
+    """
+    import warnings
+
+    dataset = store.dataset(name)
+    with warnings.catch_warnings():  # list_indices is deprecated, but alone gives the fragments covered
+        warnings.simplefilter("ignore")
+        index = next((i for i in dataset.list_indices() if i["name"] == ID_INDEX_NAME), None)
+    fragments = dataset.get_fragments()
+    if index is None:
+        if sum(f.metadata.physical_rows for f in fragments) >= ID_INDEX_ROWS:
+            dataset.create_scalar_index("id", "BTREE", name=ID_INDEX_NAME)
+        return
+    covered = index["fragment_ids"]
+    outside = sum(f.metadata.physical_rows for f in fragments if f.fragment_id not in covered)
+    if outside >= ID_INDEX_ROWS:
+        dataset.optimize.optimize_indices(index_names=[ID_INDEX_NAME])
+
+
 def drop_dead_checksums(tx) -> None:
     """Delete checksum rows of files that no table's latest version uses (removed by a cleanup).
 
@@ -121,6 +154,8 @@ def drop_dead_checksums(tx) -> None:
 def maintain(tx) -> None:
     """Before a commit: merge the small fragments of every data table that has too many (bounded work).
 
+    Then keep the id indexes of the sample tables up (:func:`keep_id_index`).
+
     The log tables (audit, tags) are merged after the commit (:func:`merge_log_tables`): recovery
     does not roll them back, and a writer killed before its commit must leave nothing behind.
     """
@@ -133,6 +168,8 @@ def maintain(tx) -> None:
         if name == CHECKSUMS_TABLE:  # after the other merges: the files they replaced are dead too
             drop_dead_checksums(tx)
         merge_fragments(store, name, source_rows=AUTO_SOURCE_ROWS)
+    for name in sorted(set(ID_INDEXED_TABLES) & store.table_names()):
+        keep_id_index(store, name)
 
 
 def _checksums_last(names) -> list[str]:
@@ -190,6 +227,8 @@ def optimize(store, message: str | None = None, *, target_rows: int = FRAGMENT_R
             if name == CHECKSUMS_TABLE:
                 drop_dead_checksums(tx)
             merge_fragments(store, name, target_rows=target_rows)
+        for name in sorted(set(ID_INDEXED_TABLES) & set(names)):
+            keep_id_index(store, name)
         head = tx.commit("optimize", message, rows_affected=0)
         head = merge_log_tables(store, head, force=True)
         store.cleanup(head)
