@@ -55,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -318,17 +319,21 @@ def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES, ski
     ([('f.bin', 3, 0)], (1, 19), 0)
     """
     patterns, skipped = _Patterns.of(vectors)
-    hits, files, total = [], 0, 0
     skip = [Path(root) / s for s in skip]
     skip_files = {Path(root) / s for s in skip_files}
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        if path in skip_files or any(path.is_relative_to(s) for s in skip):
-            continue
-        files += 1
-        total += path.stat().st_size
-        if len(patterns.anchors):
-            hits += [(path, off, row) for off, row in _scan_file(path, patterns, chunk_bytes)]
-    return hits, (files, total), skipped
+    paths = [path for path in sorted(p for p in Path(root).rglob("*") if p.is_file())
+             if path not in skip_files and not any(path.is_relative_to(s) for s in skip)]
+    total = sum(path.stat().st_size for path in paths)
+    hits = []
+    if len(patterns.anchors):
+        def scan(path):
+            return [(path, off, row) for off, row in _scan_file(path, patterns, chunk_bytes)]
+
+        # numpy and the reads release the GIL: files scan side by side, one per core
+        with ThreadPoolExecutor(max_workers=max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+            for found in pool.map(scan, paths):
+                hits += found
+    return hits, (len(paths), total), skipped
 
 
 def _scan_file(path: Path, patterns: _Patterns, chunk_bytes: int):

@@ -52,7 +52,7 @@ from .schema import (
 from .snapshot import Samples, Snapshot, valid_at
 from .sql import SQLLimits, VersionSQL
 from .stale import rereads_on_cleanup
-from .optimize import FRAGMENT_ROWS
+from . import optimize as maintenance
 from .versioning import Head, Store, utcnow
 
 #: adds of at least this many rows show a progress bar on a terminal
@@ -564,7 +564,7 @@ class Memory:
                         bar.update(rb.num_rows)
                 # Lance directly, for its file size bound: a forget rewrites the fragments it touches
                 data.to_lance().insert(pa.RecordBatchReader.from_batches(data.schema, stream()),
-                                       max_rows_per_file=FRAGMENT_ROWS)
+                                       max_rows_per_file=maintenance.FRAGMENT_ROWS)
             state.add(pa.table({
                 "id": ids,
                 "label": batch.labels,

@@ -179,3 +179,20 @@ def test_a_head_fitted_before_the_writes_merged_and_cleaned_up_still_answers(mem
     assert optimize_module.lance_version_count(other._store, DATA_TABLE) <= 3  # cleanup did run
     np.testing.assert_array_equal(clf.predict_proba(x[:50]), before)
     assert mem.at(1).search(x[:3], k=1, index="ann")["id"].to_pylist() == [0, 1, 2]
+
+
+def test_a_reweighted_memory_keeps_its_state_fragments_few(mem, rng, monkeypatch):
+    """Reweights replace state rows of the first, large fragment: it gains deletions but stays.
+
+    Lance's own bound on a merge's rows gave up on every merge once that
+    fragment led the first group, and the state table grew by a fragment a write.
+    """
+    monkeypatch.setattr(optimize_module, "FRAGMENT_ROWS", 128)
+    monkeypatch.setattr(optimize_module, "AUTO_SOURCE_ROWS", 128)
+    monkeypatch.setattr(optimize_module, "AUTO_FRAGMENTS", 4)
+    mem.add(rng.standard_normal((100, 8)).astype(np.float32), np.arange(100) % 3)
+    for i in range(30):
+        mem.reweight(f"SELECT id, {1 + i / 10} AS weight FROM samples WHERE id IN ({i}, {i + 50})")
+    assert optimize_module.fragment_count(mem._store, STATE_TABLE) <= 6
+    assert mem.sql("SELECT weight FROM samples WHERE id = 29").fetchall() == [(pytest.approx(3.9),)]
+    assert len(mem.at(1)) == 100 and not mem.check().problems

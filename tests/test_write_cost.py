@@ -1,0 +1,106 @@
+"""A small write costs what it touches: rows found through an id index, only their state read."""
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import memstore
+from memstore import intervals
+from memstore import optimize as optimize_module
+from memstore.schema import DATA_TABLE, STATE_TABLE
+from memstore.snapshot import Snapshot
+from test_optimize import every_version
+
+
+def id_index(mem, name):
+    dataset = mem._store.dataset(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = [i for i in dataset.list_indices() if i["name"] == optimize_module.ID_INDEX_NAME]
+    return dataset, (index[0] if index else None)
+
+
+def unindexed_rows(mem, name) -> int:
+    dataset, index = id_index(mem, name)
+    return sum(f.metadata.physical_rows for f in dataset.get_fragments() if f.fragment_id not in index["fragment_ids"])
+
+
+def weights(ids, value):
+    return pa.table({"id": pa.array(ids, pa.int64()), "weight": pa.array([value] * len(ids), pa.float32())})
+
+
+@pytest.fixture
+def small_index(monkeypatch):
+    monkeypatch.setattr(optimize_module, "ID_INDEX_ROWS", 64)
+
+
+def test_sample_tables_get_an_id_index_once_large_and_keep_it_up(mem, rng, small_index):
+    mem.add(rng.standard_normal((40, 8)).astype(np.float32), ["a"] * 40)
+    assert id_index(mem, DATA_TABLE)[1] is None  # small: a scan is as fast
+    mem.add(rng.standard_normal((40, 8)).astype(np.float32), ["b"] * 40)
+    for name in (DATA_TABLE, STATE_TABLE):
+        dataset, index = id_index(mem, name)
+        assert index is not None and index["fields"] == ["id"] and index["type"] == "BTree", name
+        assert "ScalarIndexQuery" in dataset.scanner(filter="id IN (3, 5)").explain_plan(), name
+    for _ in range(8):  # 80 appended rows: past the threshold, folded into the index
+        mem.add(rng.standard_normal((10, 8)).astype(np.float32), ["c"] * 10)
+        assert unindexed_rows(mem, DATA_TABLE) < 64
+    report = mem.check()  # the index files are checksummed like every other file
+    assert not report.problems and report.unrecorded == 0
+
+
+def test_a_small_write_reads_only_the_state_of_its_rows(mem, rng, monkeypatch):
+    mem.add(rng.standard_normal((100, 8)).astype(np.float32), np.arange(100) % 3)
+    before = mem.sql("SELECT id, label, weight FROM samples ORDER BY id").fetchall()
+
+    def every_row(self):
+        raise AssertionError("a write of a few rows read the state of every row")
+
+    monkeypatch.setattr(Snapshot, "state", property(every_row))
+    mem.reweight(weights([4, 7, 9], 0.25))
+    mem.relabel(pa.table({"id": pa.array([1, 2], pa.int64()), "label": pa.array([2, 2], pa.int64())}))
+    assert len(mem) == 100
+    monkeypatch.undo()
+    after = dict((i, (label, w)) for i, label, w in mem.sql("SELECT id, label, weight FROM samples").fetchall())
+    for i, label, w in before:
+        expected = (2 if i in (1, 2) else label, 0.25 if i in (4, 7, 9) else w)
+        assert after[i] == expected, i
+
+
+def test_small_and_large_changes_write_the_same_history(tmp_path, rng, small_index, monkeypatch):
+    """A change of a few ids (indexed update + append) and of many (one merge) leave identical versions."""
+    x = rng.standard_normal((120, 8)).astype(np.float32)
+
+    def history(path, small_change):
+        monkeypatch.setattr(intervals, "SMALL_CHANGE", small_change)
+        mem = memstore.open(path)
+        mem.add(x[:100], np.arange(100) % 4)
+        mem.reweight(weights([3, 50, 99], 2.0))
+        mem.tag("t")
+        mem.relabel("SELECT id, 7 AS label FROM samples WHERE id % 9 = 0")
+        mem.add(x[100:], [1] * 20)
+        mem.prune("SELECT id FROM samples WHERE id IN (3, 104)")
+        mem.reweight(weights([50, 101, 110], 0.5))
+        mem.restore("t")
+        mem.reweight(weights([50], 3.0))
+        return mem
+
+    small = history(tmp_path / "small.mem", 10_000)
+    merged = history(tmp_path / "merged.mem", 0)
+    assert every_version(small) == every_version(merged)
+    assert not small.check().problems
+
+
+def test_forget_finds_rows_inside_and_outside_the_id_index(mem, rng, small_index):
+    x = rng.standard_normal((110, 8)).astype(np.float32)
+    mem.add(x[:100], ["a"] * 100)
+    mem.add(x[100:], ["b"] * 10)  # appended after the index was built: not in it yet
+    assert unindexed_rows(mem, DATA_TABLE) == 10
+    report = mem.forget([5, 105])
+    assert report.rows == 2
+    assert mem.sql("SELECT count(*) FROM samples WHERE id IN (5, 105)").fetchall() == [(0,)]
+    assert len(mem) == 108 and len(mem.at(1)) == 99
+    assert id_index(mem, DATA_TABLE)[1] is not None
+    assert not mem.check().problems
