@@ -565,14 +565,14 @@ class Memory:
                 # Lance directly, for its file size bound: a forget rewrites the fragments it touches
                 data.to_lance().insert(pa.RecordBatchReader.from_batches(data.schema, stream()),
                                        max_rows_per_file=maintenance.FRAGMENT_ROWS)
-            state.add(pa.table({
+            state.to_lance().insert(pa.table({
                 "id": ids,
                 "label": batch.labels,
                 "weight": batch.weights,
                 "wrong_count": pa.nulls(n, pa.int32()),
                 "valid_from": np.full(n, tx.version, dtype=np.int64),
                 "valid_to": pa.nulls(n, pa.int64()),
-            }, schema=state.schema))
+            }, schema=state.schema), max_rows_per_file=maintenance.FRAGMENT_ROWS)
             head = tx.commit("add", message, rows_affected=n, rows_total=tx.head.rows_total + n,
                              next_id=int(ids[-1]) + 1,
                              details={"first_id": int(ids[0]), "last_id": int(ids[-1])})

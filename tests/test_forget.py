@@ -239,9 +239,8 @@ def test_forget_on_a_one_dimensional_memory_works_and_says_what_it_could_not_sca
 @pytest.fixture
 def fragmented(tmp_path, rng, monkeypatch):
     """5,500 rows in fragments of at most 1,000 rows (memstore.optimize.FRAGMENT_ROWS, made small)."""
-    from memstore import memory, optimize
+    from memstore import optimize
 
-    monkeypatch.setattr(memory, "FRAGMENT_ROWS", 1000)
     monkeypatch.setattr(optimize, "FRAGMENT_ROWS", 1000)
     mem = memstore.open(tmp_path / "frag.mem")
     mem.x = rng.standard_normal((5500, 8)).astype(np.float32)
