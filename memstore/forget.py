@@ -131,12 +131,16 @@ def rows_to_forget(data, ids: np.ndarray) -> pa.Table:
     return found
 
 
-def count_alive(state, ids: np.ndarray) -> int:
-    """How many of ``ids`` are alive at the head: an open interval (valid_to NULL) in ``state``.
+def state_rows(state, ids: np.ndarray) -> tuple[int, set[int]]:
+    """How many of ``ids`` are alive at the head (an open interval), and the fragments of all their rows.
 
-    Reads only their rows, not the state of the whole memory.
+    Reads only their rows (through the id index), not the state of the whole memory.
     """
-    return sum(state.count_rows(filter=f"({f}) AND valid_to IS NULL") for f in id_filter(ids))
+    parts = [state.to_table(columns=["valid_to"], filter=f, with_row_address=True) for f in id_filter(ids)]
+    rows = pa.concat_tables(parts) if parts else None
+    if rows is None or not rows.num_rows:
+        return 0, set()
+    return rows["valid_to"].null_count, fragments_of(rows["_rowaddr"].to_numpy())
 
 
 def erase(tx, ids: np.ndarray) -> None:
@@ -146,10 +150,17 @@ def erase(tx, ids: np.ndarray) -> None:
         tx.table(STATE_TABLE).delete(f)
 
 
-def compact(table, *, defer_index_remap: bool = False) -> None:
-    """Rewrite every fragment that has deleted rows, without them (and remap indexes); no other.
+def fragments_of(row_addresses: np.ndarray) -> set[int]:
+    """Lance fragment ids of rows, from their row addresses (fragment id in the high 32 bits)."""
+    return set((np.asarray(row_addresses, np.uint64) >> np.uint64(32)).astype(np.int64).tolist())
 
-    Fragments without deletions are excluded: Lance would otherwise also merge
+
+def compact(table, fragments: set[int], *, defer_index_remap: bool = False) -> None:
+    """Rewrite the ``fragments`` that held forgotten rows, without their deleted rows (and remap indexes).
+
+    Every other fragment is excluded, those with deletions of their own too
+    (state rows a reweight replaced: after a reweight of 10% of a memory that
+    is every state fragment): Lance would otherwise rewrite them or merge
     small neighbours, and a forget would cost what the memory holds, not what
     it touches. ``defer_index_remap`` leaves the remap of the table's indexes
     to Lance's fragment-reuse index: for ``sample_state``, whose only index is
@@ -160,7 +171,7 @@ def compact(table, *, defer_index_remap: bool = False) -> None:
     from .optimize import FRAGMENT_ROWS
 
     ds = table.to_lance()
-    untouched = [f.fragment_id for f in ds.get_fragments() if f.deletion_file() is None]
+    untouched = [f.fragment_id for f in ds.get_fragments() if f.fragment_id not in fragments]
     ds.optimize.compact_files(
         materialize_deletions=True, materialize_deletions_threshold=0.0, target_rows_per_fragment=FRAGMENT_ROWS,
         compaction_mode="reencode", defer_index_remap=defer_index_remap, excluded_fragment_ids=untouched)
@@ -178,7 +189,7 @@ class Holders:
         """From the Lance row addresses of the rows (fragment id in the high 32 bits)."""
         from .check import table_dir
 
-        fragments = set((np.asarray(row_addresses, np.uint64) >> np.uint64(32)).astype(np.int64).tolist())
+        fragments = fragments_of(row_addresses)
         root = table_dir(DATA_TABLE)
         held, untouched = set(), set()
         for fragment in dataset.get_fragments():
@@ -474,13 +485,13 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         holders = Holders.of(data, found["_rowaddr"].to_numpy())
         stored = vectors_as_numpy(found["vector"], stored=True)
         vectors = stored.astype(np.float32, copy=False)
-        n_alive = count_alive(tx.table(STATE_TABLE).to_lance(), ids)
+        n_alive, state_fragments = state_rows(tx.table(STATE_TABLE).to_lance(), ids)
         write_pending(store, tx.version, found["id"].to_numpy(), stored)
         lap("select")
         erase(tx, ids)
         lap("erase")
-        compact(tx.table(DATA_TABLE))
-        compact(tx.table(STATE_TABLE), defer_index_remap=True)
+        compact(tx.table(DATA_TABLE), fragments_of(found["_rowaddr"].to_numpy()))
+        compact(tx.table(STATE_TABLE), state_fragments, defer_index_remap=True)
         lap("compact")
         details = {"forgotten": len(ids), "alive_at_forget": n_alive,
                    "vector_sha256": dict(zip(map(str, found["id"].to_pylist()), vector_hashes(vectors)))}

@@ -272,6 +272,24 @@ def test_a_forget_rewrites_only_the_fragments_that_held_its_rows(fragmented):
     assert len(fragmented) == 5498 and fragmented.check().problems == []
 
 
+def state_files(mem) -> dict[int, list[str]]:
+    ds = mem._store.dataset(STATE_TABLE)
+    return {f.fragment_id: sorted(d.path for d in f.data_files()) for f in ds.get_fragments()}
+
+
+def test_a_forget_leaves_state_fragments_with_other_deletions_alone(fragmented):
+    """A reweight of every other row leaves deletions in every state fragment; a forget of one row
+    rewrites the state fragments that held that row's intervals, not all that have deletions."""
+    fragmented.reweight("SELECT id, 0.5 AS weight FROM samples WHERE id % 2 = 0")
+    before = state_files(fragmented)
+    fragmented.forget([2500])  # its first interval in fragment 2, its second in the reweight's
+    after = state_files(fragmented)
+    kept = [i for i in before if i in after and after[i] == before[i]]
+    assert len(before) - len(kept) <= 2, (before, after)
+    assert fragmented.sql("SELECT count(*) FROM samples WHERE weight = 0.5").fetchall() == [(2749,)]
+    assert len(fragmented.at(1)) == 5499 and fragmented.check().problems == []
+
+
 def test_small_fragments_that_held_no_row_are_not_merged_by_a_forget(mem, rng):
     x = rng.standard_normal((50, 8)).astype(np.float32)
     for i in range(5):
