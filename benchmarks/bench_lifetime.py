@@ -2,14 +2,18 @@
 
     python benchmarks/bench_lifetime.py                                  # 100k x 128, 10,000 writes
     python benchmarks/bench_lifetime.py --rows 10000 --dim 32 --writes 2000 --at 0,100,500,1000,2000
+    python benchmarks/bench_lifetime.py --fresh-baselines benchmarks/results/lifetime-100000x128-100000.json
 
 A memory of ``--rows`` x ``--dim`` is built by one add, then takes ``--writes``
 small writes, alternating an add of 10 rows and a reweight of 10 random rows
 (each write one memory version, as a user's would be). At each checkpoint it
 measures, on a new handle as a new process would see it: open, a cold
-``count(*)``, a query on a provenance column, ``versions()``; the mean latency of
-the writes since the previous checkpoint; and the files and bytes under the
-memory's directory, beside the bytes of the live vectors.
+``count(*)``, a query on a provenance column, ``versions()``; the mean latency of the
+last 100 writes; and the files and bytes under the
+memory's directory, beside the bytes of the live vectors. The adds grow the
+memory (600,000 rows after 100,000 writes), so ``--fresh-baselines`` then
+measures the same reads on a fresh memory of each checkpoint's rows, built by
+one add: the ratio to it is what the history costs.
 
 Writes JSON and a Markdown table to benchmarks/results/lifetime-<rows>x<dim>-<writes>.{json,md}.
 Run it with ``PYTHONPATH=<another checkout>`` to measure that code the same way.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -48,6 +53,32 @@ def reads(path: Path) -> dict:
             "version": mem.version}
 
 
+def fresh_baselines(result_file: Path, workdir: Path | None) -> dict:
+    """Add to each checkpoint of a finished run the reads of a fresh memory with as many rows.
+
+    A memory that took 100,000 writes holds 600,000 rows, and a count over
+    600,000 rows costs more than over 100,000 however well the memory is
+    kept; against a fresh memory of the same rows (one add, no history) the
+    ratio measures what the history costs, and nothing else.
+    """
+    result = json.loads(result_file.read_text())
+    rng = np.random.default_rng(1)
+    for point in result["points"]:
+        root = Path(tempfile.mkdtemp(dir=workdir, prefix="lifetime-fresh-"))
+        try:
+            n = point["rows"]
+            mem = memstore.open(root / "fresh.mem")
+            mem.add(rng.standard_normal((n, result["dim"])).astype(np.float32), rng.integers(0, 10, n),
+                    provenance={"uri": [f"img/{i}.jpg" for i in range(n)], "split": "train"})
+            point["fresh_same_rows"] = reads(root / "fresh.mem")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print(json.dumps({"rows": point["rows"], **point["fresh_same_rows"]}), flush=True)
+    result_file.write_text(json.dumps(result, indent=1) + "\n")
+    result_file.with_suffix(".md").write_text(markdown(result))
+    return result
+
+
 def write(mem, rng, step: int, dim: int) -> None:
     if step % 2 == 0:
         x = rng.standard_normal((10, dim)).astype(np.float32)
@@ -73,7 +104,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--at", default=None, help="checkpoints, comma-separated (default 0,100,1k,10k,...)")
     ap.add_argument("--label", default="", help="a name for the code measured (e.g. before/after)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--fresh-baselines", type=Path, default=None, metavar="RESULT_JSON",
+                    help="measure, for each checkpoint of a finished run, a fresh memory of as many rows")
     args = ap.parse_args(argv)
+    if args.fresh_baselines:
+        result = fresh_baselines(args.fresh_baselines, args.workdir)
+        print(markdown(result))
+        return result
     at = sorted({int(a) for a in args.at.split(",")}) if args.at else \
         [c for c in (0, 100, 1000, 10_000, 100_000) if c <= args.writes]
     rng = np.random.default_rng(0)
@@ -118,18 +155,22 @@ def save(args, vector_bytes: int, latencies: list, points: list) -> dict:
 
 
 def markdown(result: dict) -> str:
-    fresh = result["points"][0]
-    head = ("| writes | open ms | cold count(*) ms | provenance query ms | versions() ms | write ms (last 100) "
-            "| files | MB on disk | disk / live vectors |\n|---|---|---|---|---|---|---|---|---|\n")
+    """Each read beside the fresh memory: the same memory at 0 writes, or (where measured, marked
+    "same rows") a fresh memory holding as many rows as the aged one."""
+    head = ("| writes | rows | open ms | cold count(*) ms | provenance query ms | versions() ms | write ms (last 100) "
+            "| files | MB on disk | disk / live vectors |\n|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for p in result["points"]:
+        fresh = p.get("fresh_same_rows", result["points"][0])
         ratio = lambda key: f"{p[key]:.1f} ({p[key] / fresh[key]:.1f}x)"  # noqa: E731
         write_ms = "" if p["write_ms_last_100"] is None else f"{p['write_ms_last_100']:.0f}"
-        rows.append(f"| {p['writes']:,} | {ratio('open_ms')} | {ratio('cold_count_ms')} | "
+        rows.append(f"| {p['writes']:,} | {p['rows']:,} | {ratio('open_ms')} | {ratio('cold_count_ms')} | "
                     f"{ratio('provenance_query_ms')} | {ratio('versions_ms')} | {write_ms} | {p['files']:,} | "
                     f"{p['bytes'] / 1e6:.1f} | {p['bytes_per_live_vector_byte']:.2f}x |")
+    same = all("fresh_same_rows" in p for p in result["points"])
     title = (f"{result['rows']:,} x {result['dim']} memory, {result['writes']:,} writes (adds of 10 rows and "
-             f"reweights of 10 rows, alternating){' — ' + result['label'] if result['label'] else ''}\n\n")
+             f"reweights of 10 rows, alternating){' — ' + result['label'] if result['label'] else ''}; "
+             f"ratios against {'a fresh memory of as many rows' if same else 'the memory at 0 writes'}\n\n")
     return title + head + "\n".join(rows) + "\n"
 
 

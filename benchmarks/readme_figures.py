@@ -414,54 +414,80 @@ def rac() -> str:
     return table(head, rows)
 
 
-#: mark name -> what writes the block
 # -- forget at scale -----------------------------------------------------------------------
 def forget_scale() -> str:
-    """bench_forget.py at 1M and 10M x 128, before and after bounded fragments and the targeted proof."""
-    rows = []
+    """bench_forget.py at 1M and 10M x 128 (adds of 100,000 rows), beside the code before bounded
+    fragments and the targeted proof (memories built by 50 adds) and a copy of the files that held the rows."""
+    rows, now = [], {}
     for n in (1_000_000, 10_000_000):
-        runs = {label: load(BENCH / f"forget-{n}x128-{label}.json") for label in ("before", "after")}
-        for b, a in zip(runs["before"]["forgets"], runs["after"]["forgets"]):
+        before = load(BENCH / f"forget-{n}x128-before.json")
+        now[n] = load(BENCH / f"forget-{n}x128-same-adds.json")
+        for b, a in zip(before["forgets"], now[n]["forgets"]):
             rows.append([f"{n:,}", f"{a['rows']:,}", f"{b['seconds']:.1f}", f"**{a['seconds']:.1f}**",
-                         f"{b['seconds'] / a['seconds']:.1f}x", f"{b['data_bytes_written'] / 1e9:.3f}",
-                         f"{a['data_bytes_written'] / 1e9:.3f}", f"{b['bytes_scanned'] / 1e9:.3f}",
-                         f"{a['bytes_scanned'] / 1e9:.3f}"])
-    a = load(BENCH / "forget-10000000x128-after.json")
-    head = (f"`python benchmarks/bench_forget.py --rows N --dim 128 --adds {a['adds']}`: a memory built by "
-            f"{a['adds']} adds, then a prune and a reweight; the rows are drawn at random from the whole "
-            "memory, one forget after another; \"before\" is the same script on the code that merged "
-            "every small fragment and scanned every file:")
+                         f"{a['data_bytes_written'] / 1e9:.3f}", f"{a['bytes_scanned'] / 1e9:.3f}",
+                         f"{a['rewrite_floor_s']:.1f}", f"{a['seconds'] / a['rewrite_floor_s']:.1f}x"])
+    one = [now[n]["forgets"][0]["seconds"] for n in (1_000_000, 10_000_000)]
+    head = ("`python benchmarks/bench_forget.py --rows N --dim 128 --adds N/100000`: a memory built by adds of "
+            "100,000 rows, then a prune and a reweight; the rows are drawn at random from the whole memory, one "
+            "forget after another; \"copy\" reads, writes and fsyncs the data files that held the rows, the "
+            "least any erasure must rewrite; \"before\" is the code that merged every small fragment and "
+            f"scanned every file (memories built by 50 adds). One row costs {one[1] / one[0]:.1f}x as much at "
+            "10M as at 1M:")
     return wrap(head) + "\n\n" + table(
-        ["memory rows", "rows forgotten", "before s", "now s", "faster", "before GB rewritten",
-         "now GB rewritten", "before GB scanned", "now GB scanned"], rows)
+        ["memory rows", "rows forgotten", "before s", "now s", "GB rewritten", "GB scanned", "copy s",
+         "forget / copy"], rows)
+
+
+def fragments() -> str:
+    """bench_fragments.py: reads and forgets against the size of a data fragment."""
+    r = load(BENCH / "fragments-2000000x128.json")
+    rows = []
+    for p in r["points"]:
+        f1, f100 = p["forget"]["1"], p["forget"]["100"]
+        size = f"{p['fragment_rows']:,}" + (" (default)" if p["fragment_rows"] == r["default"] else "")
+        rows.append([size, str(p["fragments"]), f"{p['cold_count_ms']:.0f}", f"{p['group_by_ms']:.0f}",
+                     f"{p['fit_s']:.2f}", f"{p['predict_64_ms']:.0f}",
+                     f"{f1['seconds']:.2f} ({f1['data_bytes_written'] / 1e6:.0f} MB)",
+                     f"{f100['seconds']:.1f} ({f100['data_bytes_written'] / 1e6:.0f} MB)"])
+    head = (f"`python benchmarks/bench_fragments.py`: a {r['rows']:,} x {r['dim']} memory built by adds of "
+            "100,000 rows with `FRAGMENT_ROWS` set to each size, reads on fresh handles, then forgets of "
+            "random rows:")
+    return wrap(head) + "\n\n" + table(
+        ["fragment rows", "fragments", "cold count(*) ms", "GROUP BY ms", "load every vector s", "classify 64 ms",
+         "forget 1 row s (rewritten)", "forget 100 rows s (rewritten)"], rows)
 
 
 # -- a memory over its life ---------------------------------------------------------------
-LIFETIME = {"after": "lifetime-100000x128-3000-after.json", "before": "lifetime-100000x128-1000-before.json"}
+LIFETIME = {"after": "lifetime-100000x128-100000.json", "before": "lifetime-100000x128-1000-before.json"}
 
 
 def lifetime() -> str:
     """benchmarks/bench_lifetime.py: reads, writes and disk as small writes pile up, before and after
-    the writes' own merging and cleanup (the same script, two checkouts)."""
+    the writes' own merging, cleanup and id index (the same script, two checkouts). Reads are
+    compared with a fresh memory of as many rows where the run measured one, else with 0 writes."""
     runs = {label: load(BENCH / name) for label, name in LIFETIME.items()}
     rows = []
     for label in ("before", "after"):
         r = runs[label]
-        fresh = r["points"][0]
         for p in r["points"]:
+            fresh = p.get("fresh_same_rows", r["points"][0])
             x = lambda key: f"{p[key]:.0f} ({p[key] / fresh[key]:.1f}x)"  # noqa: E731
             write = "" if p["write_ms_last_100"] is None else f"{p['write_ms_last_100']:.0f}"
-            rows.append([label, f"{p['writes']:,}", x("open_ms"), x("cold_count_ms"), x("provenance_query_ms"),
-                         x("versions_ms"), write, f"{p['files']:,}", f"{p['bytes'] / 1e6:.0f}",
-                         f"{p['bytes_per_live_vector_byte']:.2f}x"])
+            rows.append([label, f"{p['writes']:,}", f"{p['rows']:,}", x("open_ms"), x("cold_count_ms"),
+                         x("provenance_query_ms"), x("versions_ms"), write, f"{p['files']:,}",
+                         f"{p['bytes'] / 1e6:.0f}", f"{p['bytes_per_live_vector_byte']:.2f}x"])
     r = runs["after"]
-    head = (f"`python benchmarks/bench_lifetime.py --rows {r['rows']} --dim {r['dim']} --writes {r['writes']}`: "
-            f"a {r['rows']:,} x {r['dim']} memory takes small writes (adds of 10 rows and reweights of 10 "
-            "rows, alternating), each one version; every read on a new handle; \"before\" is the code "
-            "without the writes' merging and cleanup, in the same script:")
-    return wrap(head) + "\n\n" + table(["code", "writes", "open ms", "cold count(*) ms", "provenance query ms",
-                                          "versions() ms", "ms a write (last 100)", "files", "MB on disk",
-                                          "disk / live vectors"], rows)
+    done = r["points"][-1]["writes"]
+    head = (f"`python benchmarks/bench_lifetime.py --rows {r['rows']} --dim {r['dim']} --writes {r['writes']}`"
+            + (f" (stopped after {done:,} writes)" if done < r["writes"] else "")
+            + f": a {r['rows']:,} x {r['dim']} memory takes small writes (adds of 10 rows and reweights of 10 "
+            "rows, alternating), each one version; every read on a new handle, its ratio against a fresh "
+            "memory of as many rows (one add; for \"before\", the memory at 0 writes); the first 100 writes "
+            f"took {r['first_100_writes_ms']:.0f} ms each; \"before\" is the code without the writes' "
+            "merging and cleanup, in the same script:")
+    return wrap(head) + "\n\n" + table(["code", "writes", "rows", "open ms", "cold count(*) ms",
+                                          "provenance query ms", "versions() ms", "ms a write (last 100)",
+                                          "files", "MB on disk", "disk / live vectors"], rows)
 
 
 def startup() -> str:
@@ -476,6 +502,7 @@ def startup() -> str:
             + "\n\n" + table(["command", "before (s)", "now (s)", "now ÷ python -c pass"], rows))
 
 
+#: mark name -> what writes the block
 BLOCKS = {
     "store": store,
     "fashion-knn": fashion_knn,
@@ -488,6 +515,7 @@ BLOCKS = {
     "rac": rac,
     "lifetime": lifetime,
     "forget-scale": forget_scale,
+    "fragments": fragments,
     "startup": startup,
 }
 
