@@ -166,7 +166,11 @@ def test_forgetting_twice_or_from_a_pinned_version_is_refused(history):
         mem.at(2).forget([30])
 
 
-def test_find_vector_bytes_tries_every_offset_and_chunk_boundary(tmp_path, rng):
+@pytest.mark.parametrize("few", [8, 0], ids=["each vector by bytes.find", "one filter pass"])
+def test_find_vector_bytes_tries_every_offset_and_chunk_boundary(tmp_path, rng, monkeypatch, few):
+    from memstore import forget as forget_module
+
+    monkeypatch.setattr(forget_module, "FEW_VECTORS", few)
     v = rng.standard_normal((3, 6)).astype(np.float32)
     blob = bytearray(rng.integers(0, 256, 1000, dtype=np.uint8).tobytes())
     blob[101:101 + 24] = v[0].tobytes()  # odd offset
