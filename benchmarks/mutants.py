@@ -176,9 +176,7 @@ MUTANTS = [
            "        if True:\n            return self._head.rows_total",
            ("tests/test_optimize.py",), "mem.at(3) reports as many rows as the head"),
     Mutant("a write's merge bounded by Lance", "memstore/optimize.py",
-           "    dataset.optimize.compact_files(target_rows_per_fragment=target, defer_index_remap=False,\n"
            "                                   excluded_fragment_ids=excluded)\n",
-           "    dataset.optimize.compact_files(target_rows_per_fragment=target, defer_index_remap=False,\n"
            "                                   max_source_rows=source_rows)\n",
            ("tests/test_optimize.py",), "a large fragment with deletions stops every merge: a fragment a write"),
     # -- import torchvision (torchvision_compat.py) ------------------------------------------

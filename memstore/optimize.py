@@ -124,7 +124,9 @@ def merge_fragments(store, name: str, *, target_rows: int | None = None, source_
                 budget -= rows
             else:
                 excluded.append(fragment.fragment_id)
-    dataset.optimize.compact_files(target_rows_per_fragment=target, defer_index_remap=False,
+    # the id index is a BTREE, which a remap rewrites whole: left to Lance's fragment-reuse index
+    # (as a forget does) and folded in by keep_id_index; vector indexes are remapped now
+    dataset.optimize.compact_files(target_rows_per_fragment=target, defer_index_remap=name in ID_INDEXED_TABLES,
                                    excluded_fragment_ids=excluded)
 
 
