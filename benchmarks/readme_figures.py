@@ -450,8 +450,8 @@ def fragments() -> str:
                      f"{f1['seconds']:.2f} ({f1['data_bytes_written'] / 1e6:.0f} MB)",
                      f"{f100['seconds']:.1f} ({f100['data_bytes_written'] / 1e6:.0f} MB)"])
     head = (f"`python benchmarks/bench_fragments.py`: a {r['rows']:,} x {r['dim']} memory built by adds of "
-            "100,000 rows with `FRAGMENT_ROWS` set to each size, reads on fresh handles, then forgets of "
-            "random rows:")
+            "100,000 rows with `FRAGMENT_ROWS` set to each size and optimized (so its fragments have that "
+            "size), reads on fresh handles, then forgets of random rows:")
     return wrap(head) + "\n\n" + table(
         ["fragment rows", "fragments", "cold count(*) ms", "GROUP BY ms", "load every vector s", "classify 64 ms",
          "forget 1 row s (rewritten)", "forget 100 rows s (rewritten)"], rows)
