@@ -7,10 +7,10 @@ A forget rewrites every fragment that held a forgotten row, so small fragments
 make it cheap; but every fragment is a file to open and a unit Lance schedules,
 so many small ones slow every read. For each size, a memory of ``--rows`` x
 ``--dim`` is built by adds of 100,000 rows with ``memstore.optimize.FRAGMENT_ROWS``
-set to it and optimized (so its fragments have that size), then measured on fresh handles: open, a cold ``count(*)``, a
-GROUP BY over every row, loading every vector (``KNNClassifier.fit``) and
-classifying 64 queries, and forgets of 1 and 100 random rows (seconds and
-bytes of data rewritten).
+set to it and optimized (so its fragments have that size), then measured on
+fresh handles: open, a cold ``count(*)``, a GROUP BY over every row, loading
+every vector (``KNNClassifier.fit``) and classifying 64 queries, and forgets
+of 1 and 100 random rows (seconds and bytes of data rewritten).
 
 Writes benchmarks/results/fragments-<rows>x<dim>.{json,md}.
 """
