@@ -14,8 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-#: at most this many ids are changed by update + append; more by one merge
-SMALL_CHANGE = 10_000
+#: at most this many ids are changed by update + append; more by one merge (a filter listing
+#: many ids costs more than the merge's join: see snapshot.STATE_OF_MAX_IDS)
+SMALL_CHANGE = 1_000
 
 
 def change_state(table, version: int, current: pa.Table, ids: np.ndarray, *,
