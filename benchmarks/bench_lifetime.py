@@ -3,6 +3,7 @@
     python benchmarks/bench_lifetime.py                                  # 100k x 128, 10,000 writes
     python benchmarks/bench_lifetime.py --rows 10000 --dim 32 --writes 2000 --at 0,100,500,1000,2000
     python benchmarks/bench_lifetime.py --fresh-baselines benchmarks/results/lifetime-100000x128-100000.json
+    python benchmarks/bench_lifetime.py --aged /tmp/lifetime-xyz/life.mem   # the memory a run left
 
 A memory of ``--rows`` x ``--dim`` is built by one add, then takes ``--writes``
 small writes, alternating an add of 10 rows and a reweight of 10 random rows
@@ -79,6 +80,34 @@ def fresh_baselines(result_file: Path, workdir: Path | None) -> dict:
     return result
 
 
+def aged_against_fresh(aged: Path, workdir: Path | None, writes: int = 100) -> dict:
+    """Reads and write latency of an aged memory and of a fresh one of as many rows, back to back.
+
+    Both under the same load at the same time, so a busy machine cannot pass
+    for the history's cost. The writes go to a copy of the aged memory.
+    """
+    root = Path(tempfile.mkdtemp(dir=workdir, prefix="lifetime-aged-"))
+    try:
+        shutil.copytree(aged, root / "aged.mem")
+        mem = memstore.open(root / "aged.mem")
+        n, dim = len(mem), mem.dim
+        fresh = memstore.open(root / "fresh.mem")
+        rng = np.random.default_rng(2)
+        fresh.add(rng.standard_normal((n, dim)).astype(np.float32), rng.integers(0, 10, n),
+                  provenance={"uri": [f"img/{i}.jpg" for i in range(n)], "split": "train"})
+        out = {"rows": n, "versions": mem.version}
+        for name, m in (("aged", mem), ("fresh", fresh)):
+            out[name] = reads(m.path)
+            start = time.perf_counter()
+            for step in range(writes):
+                write(m, rng, step, dim)
+            out[name]["write_ms"] = 1e3 * (time.perf_counter() - start) / writes
+        print(json.dumps(out), flush=True)
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def write(mem, rng, step: int, dim: int) -> None:
     if step % 2 == 0:
         x = rng.standard_normal((10, dim)).astype(np.float32)
@@ -106,7 +135,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--fresh-baselines", type=Path, default=None, metavar="RESULT_JSON",
                     help="measure, for each checkpoint of a finished run, a fresh memory of as many rows")
+    ap.add_argument("--aged", type=Path, default=None, metavar="MEMORY",
+                    help="compare a memory left by a run with a fresh one of as many rows, back to back")
     args = ap.parse_args(argv)
+    if args.aged:
+        result = aged_against_fresh(args.aged, args.workdir)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"lifetime-aged-{result['versions']}.json").write_text(json.dumps(result, indent=1) + "\n")
+        return result
     if args.fresh_baselines:
         result = fresh_baselines(args.fresh_baselines, args.workdir)
         print(markdown(result))

@@ -459,6 +459,7 @@ def fragments() -> str:
 
 # -- a memory over its life ---------------------------------------------------------------
 LIFETIME = {"after": "lifetime-100000x128-100000.json", "before": "lifetime-100000x128-1000-before.json"}
+LIFETIME_AGED = "lifetime-aged-33221.json"
 
 
 def lifetime() -> str:
@@ -485,9 +486,20 @@ def lifetime() -> str:
             "memory of as many rows (one add; for \"before\", the memory at 0 writes); the first 100 writes "
             f"took {r['first_100_writes_ms']:.0f} ms each; \"before\" is the code without the writes' "
             "merging and cleanup, in the same script:")
-    return wrap(head) + "\n\n" + table(["code", "writes", "rows", "open ms", "cold count(*) ms",
-                                          "provenance query ms", "versions() ms", "ms a write (last 100)",
-                                          "files", "MB on disk", "disk / live vectors"], rows)
+    aged = load(BENCH / LIFETIME_AGED)
+    a, f = aged["aged"], aged["fresh"]
+    side = [[name, f"{aged['versions']:,}" if name == "aged" else "1", f"{aged['rows']:,}"]
+            + [f"{m[key]:.0f} ({m[key] / f[key]:.1f}x)" for key in ("open_ms", "cold_count_ms", "provenance_query_ms",
+                                                                    "versions_ms", "write_ms")]
+            for name, m in (("aged", a), ("fresh", f))]
+    tail = (f"`python benchmarks/bench_lifetime.py --aged PATH`: the memory the run left, against a fresh "
+            f"memory of as many rows, back to back under the same load (a mean over 100 writes each):")
+    return (wrap(head) + "\n\n" + table(["code", "writes", "rows", "open ms", "cold count(*) ms",
+                                         "provenance query ms", "versions() ms", "ms a write (last 100)",
+                                         "files", "MB on disk", "disk / live vectors"], rows)
+            + "\n\n" + wrap(tail) + "\n\n"
+            + table(["memory", "versions", "rows", "open ms", "cold count(*) ms", "provenance query ms",
+                     "versions() ms", "ms a write"], side))
 
 
 def startup() -> str:
