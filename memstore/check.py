@@ -75,17 +75,18 @@ def referenced_files(store, name: str, dataset) -> list[str]:
         deletion = fragment.deletion_file()
         if deletion:
             out.append(f"{root}/{deletion}")
-    for index in _indices(dataset):
+    for index in indices_of(dataset):
         folder = store.path / root / "_indices" / index["uuid"]
         if folder.is_dir():
             out += [f"{root}/_indices/{index['uuid']}/{p.name}" for p in sorted(folder.iterdir()) if p.is_file()]
     return out
 
 
-def _indices(dataset) -> list[dict]:
+def indices_of(dataset) -> list[dict]:
+    """``dataset``'s indexes, each with its uuid and the fragments it covers."""
     import warnings
 
-    with warnings.catch_warnings():  # list_indices is deprecated, but alone gives the uuids
+    with warnings.catch_warnings():  # list_indices is deprecated, but alone gives uuids and fragments
         warnings.simplefilter("ignore")
         return dataset.list_indices()
 

@@ -188,11 +188,10 @@ class Holders:
     untouched: frozenset  # data files of every other fragment of sample_data
 
     @classmethod
-    def of(cls, dataset, row_addresses: np.ndarray) -> "Holders":
-        """From the Lance row addresses of the rows (fragment id in the high 32 bits)."""
+    def of(cls, dataset, fragments: set[int]) -> "Holders":
+        """From the ids of the fragments that hold the rows (:func:`fragments_of` their row addresses)."""
         from .check import table_dir
 
-        fragments = fragments_of(row_addresses)
         root = table_dir(DATA_TABLE)
         held, untouched = set(), set()
         for fragment in dataset.get_fragments():
@@ -508,7 +507,8 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
                                   "of it; nothing was forgotten")
         data = tx.table(DATA_TABLE).to_lance()
         found = rows_to_forget(data, ids)
-        holders = Holders.of(data, found["_rowaddr"].to_numpy())
+        data_fragments = fragments_of(found["_rowaddr"].to_numpy())
+        holders = Holders.of(data, data_fragments)
         stored = vectors_as_numpy(found["vector"], stored=True)
         vectors = stored.astype(np.float32, copy=False)
         n_alive, state_fragments = state_rows(tx.table(STATE_TABLE).to_lance(), ids)
@@ -516,7 +516,7 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         lap("select")
         erase(tx, ids)
         lap("erase")
-        compact(tx.table(DATA_TABLE), fragments_of(found["_rowaddr"].to_numpy()))
+        compact(tx.table(DATA_TABLE), data_fragments)
         compact(tx.table(STATE_TABLE), state_fragments, defer_index_remap=True)
         lap("compact")
         details = {"forgotten": len(ids), "alive_at_forget": n_alive,

@@ -86,8 +86,7 @@ def fragment_count(store, name: str) -> int:
 
 def small_fragment_count(store, name: str) -> int:
     """Fragments a write's merge would take: under half of FRAGMENT_ROWS rows, or with many deleted."""
-    return sum(f.metadata.physical_rows < FRAGMENT_ROWS // 2 or _deleted_share(f) > DELETED_SHARE
-               for f in store.dataset(name).get_fragments())
+    return sum(_mergeable(f, FRAGMENT_ROWS) for f in store.dataset(name).get_fragments())
 
 
 def lance_version_count(store, name: str) -> int:
@@ -120,7 +119,7 @@ def merge_fragments(store, name: str, *, target_rows: int | None = None, source_
         excluded, budget = [], source_rows
         for fragment in dataset.get_fragments():
             rows = fragment.metadata.physical_rows
-            if (rows < target // 2 or _deleted_share(fragment) > DELETED_SHARE) and rows <= budget:
+            if _mergeable(fragment, target) and rows <= budget:
                 budget -= rows
             else:
                 excluded.append(fragment.fragment_id)
@@ -130,10 +129,12 @@ def merge_fragments(store, name: str, *, target_rows: int | None = None, source_
                                    excluded_fragment_ids=excluded)
 
 
-def _deleted_share(fragment) -> float:
-    deletion = fragment.metadata.deletion_file
+def _mergeable(fragment, target_rows: int) -> bool:
+    """Small (under half of ``target_rows``), or with more than ``DELETED_SHARE`` of its rows deleted."""
     rows = fragment.metadata.physical_rows
-    return deletion.num_deleted_rows / rows if deletion is not None and rows else 0.0
+    deletion = fragment.metadata.deletion_file
+    deleted = deletion.num_deleted_rows / rows if deletion is not None and rows else 0.0
+    return rows < target_rows // 2 or deleted > DELETED_SHARE
 
 
 def keep_id_index(store, name: str) -> None:
@@ -147,12 +148,10 @@ def keep_id_index(store, name: str) -> None:
     is brought up to date only once ``ID_INDEX_ROWS`` of them, and an eighth of
     the indexed rows, pile up.
     """
-    import warnings
+    from .check import indices_of
 
     dataset = store.dataset(name)
-    with warnings.catch_warnings():  # list_indices is deprecated, but alone gives the fragments covered
-        warnings.simplefilter("ignore")
-        index = next((i for i in dataset.list_indices() if i["name"] == ID_INDEX_NAME), None)
+    index = next((i for i in indices_of(dataset) if i["name"] == ID_INDEX_NAME), None)
     fragments = dataset.get_fragments()
     if index is None:
         if sum(f.metadata.physical_rows for f in fragments) >= ID_INDEX_ROWS:

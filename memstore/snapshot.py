@@ -106,9 +106,7 @@ class Snapshot:
         if not self.has_samples:
             schema = state_schema(pa.string())
             return schema.empty_table().select([*STATE_COLUMNS, "valid_from"])
-        dataset = self._dataset(STATE_TABLE)
-        columns = [c for c in (*STATE_COLUMNS, "valid_from") if c in dataset.schema.names]
-        return dataset.to_table(columns=columns, filter=valid_at(self.version))
+        return self._read_state(valid_at(self.version))
 
     def state_of(self, ids: np.ndarray) -> pa.Table:
         """The rows of ``state`` for ``ids`` only (those alive at this version).
@@ -119,10 +117,13 @@ class Snapshot:
         """
         if not self.has_samples or len(ids) > STATE_OF_MAX_IDS or "state" in self.__dict__:
             return self.state
+        listed = ", ".join(str(int(i)) for i in np.unique(ids))
+        return self._read_state(f"id IN ({listed}) AND {valid_at(self.version)}")
+
+    def _read_state(self, where: str) -> pa.Table:
         dataset = self._dataset(STATE_TABLE)
         columns = [c for c in (*STATE_COLUMNS, "valid_from") if c in dataset.schema.names]
-        listed = ", ".join(str(int(i)) for i in np.unique(ids))
-        return dataset.to_table(columns=columns, filter=f"id IN ({listed}) AND {valid_at(self.version)}")
+        return dataset.to_table(columns=columns, filter=where)
 
     @cached_property
     def samples(self) -> Samples:

@@ -1,7 +1,5 @@
 """A small write costs what it touches: state rows found through an id index, only theirs read."""
 
-import warnings
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -9,6 +7,7 @@ import pytest
 import memstore
 from memstore import intervals
 from memstore import optimize as optimize_module
+from memstore.check import indices_of
 from memstore.schema import DATA_TABLE, STATE_TABLE
 from memstore.snapshot import Snapshot
 from test_optimize import every_version
@@ -16,9 +15,7 @@ from test_optimize import every_version
 
 def id_index(mem, name):
     dataset = mem._store.dataset(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        index = [i for i in dataset.list_indices() if i["name"] == optimize_module.ID_INDEX_NAME]
+    index = [i for i in indices_of(dataset) if i["name"] == optimize_module.ID_INDEX_NAME]
     return dataset, (index[0] if index else None)
 
 
