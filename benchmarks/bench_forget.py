@@ -51,10 +51,10 @@ def rewrite_floor(mem, ids: np.ndarray, work: Path) -> tuple[float, int]:
     Lance files are immutable, so erasing a row means writing its fragment
     again without it; a forget can cost no less than this copy.
     """
-    from memstore.forget import Holders, rows_to_forget
+    from memstore.forget import Holders, fragments_of, rows_to_forget
 
     data = lance.dataset(mem.path / "tables" / "sample_data.lance")
-    held = sorted(Holders.of(data, rows_to_forget(data, ids)["_rowaddr"].to_numpy()).held)
+    held = sorted(Holders.of(data, fragments_of(rows_to_forget(data, ids)["_rowaddr"].to_numpy())).held)
     scratch = work / "floor"
     scratch.mkdir(exist_ok=True)
     t = time.perf_counter()

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import memstore
-from bench_store import timed  # median seconds of `repeat` calls, and the last call's result
+from bench_store import timed, write_results  # timed: median seconds of `repeat` calls, and the last result
 from memstore import optimize
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -104,10 +104,7 @@ def main(argv=None) -> dict:
         point["forget"] = {str(k): v for k, v in point["forget"].items()}
         result["points"].append(point)
         print(json.dumps(point), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"fragments-{args.rows}x{args.dim}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_results(RESULTS / f"fragments-{args.rows}x{args.dim}", result, markdown, indent=1)
     print(markdown(result))
     return result
 

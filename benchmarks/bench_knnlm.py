@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 import memstore
+from bench_store import write_results
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -218,10 +219,7 @@ def main(argv=None) -> dict:
     out["results"] = rows
     out["eval_tokens"] = sum(len(x) - 1 for x in text)
 
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"knnlm-{args.rows}"
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(out))
+    write_results(RESULTS / f"knnlm-{args.rows}", out, markdown)
     print(markdown(out))
     return out
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import memstore
-from bench_store import timed  # median seconds of `repeat` calls, and the last call's result
+from bench_store import timed, write_results  # timed: median seconds of `repeat` calls, and the last result
 from memstore.optimize import disk_usage
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,6 +54,14 @@ def reads(path: Path) -> dict:
             "version": mem.version}
 
 
+def fresh_memory(path: Path, rows: int, dim: int, rng, message: str | None = None) -> memstore.Memory:
+    """A memory of ``rows`` random vectors with labels and provenance, made by one add: no history."""
+    mem = memstore.open(path)
+    mem.add(rng.standard_normal((rows, dim)).astype(np.float32), rng.integers(0, 10, rows),
+            provenance={"uri": [f"img/{i}.jpg" for i in range(rows)], "split": "train"}, message=message)
+    return mem
+
+
 def fresh_baselines(result_file: Path, workdir: Path | None) -> dict:
     """Add to each checkpoint of a finished run the reads of a fresh memory with as many rows.
 
@@ -67,16 +75,12 @@ def fresh_baselines(result_file: Path, workdir: Path | None) -> dict:
     for point in result["points"]:
         root = Path(tempfile.mkdtemp(dir=workdir, prefix="lifetime-fresh-"))
         try:
-            n = point["rows"]
-            mem = memstore.open(root / "fresh.mem")
-            mem.add(rng.standard_normal((n, result["dim"])).astype(np.float32), rng.integers(0, 10, n),
-                    provenance={"uri": [f"img/{i}.jpg" for i in range(n)], "split": "train"})
+            fresh_memory(root / "fresh.mem", point["rows"], result["dim"], rng)
             point["fresh_same_rows"] = reads(root / "fresh.mem")
         finally:
             shutil.rmtree(root, ignore_errors=True)
         print(json.dumps({"rows": point["rows"], **point["fresh_same_rows"]}), flush=True)
-    result_file.write_text(json.dumps(result, indent=1) + "\n")
-    result_file.with_suffix(".md").write_text(markdown(result))
+    write_results(result_file.with_suffix(""), result, markdown, indent=1)
     return result
 
 
@@ -91,10 +95,8 @@ def aged_against_fresh(aged: Path, workdir: Path | None, writes: int = 100) -> d
         shutil.copytree(aged, root / "aged.mem")
         mem = memstore.open(root / "aged.mem")
         n, dim = len(mem), mem.dim
-        fresh = memstore.open(root / "fresh.mem")
         rng = np.random.default_rng(2)
-        fresh.add(rng.standard_normal((n, dim)).astype(np.float32), rng.integers(0, 10, n),
-                  provenance={"uri": [f"img/{i}.jpg" for i in range(n)], "split": "train"})
+        fresh = fresh_memory(root / "fresh.mem", n, dim, rng)
         out = {"rows": n, "versions": mem.version}
         for name, m in (("aged", mem), ("fresh", fresh)):
             out[name] = reads(m.path)
@@ -152,10 +154,7 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     root = Path(tempfile.mkdtemp(dir=args.workdir, prefix="lifetime-"))
     path = root / "life.mem"
-    mem = memstore.open(path)
-    x = rng.standard_normal((args.rows, args.dim)).astype(np.float32)
-    mem.add(x, rng.integers(0, 10, args.rows), provenance={
-        "uri": [f"img/{i}.jpg" for i in range(args.rows)], "split": "train"}, message="first batch")
+    mem = fresh_memory(path, args.rows, args.dim, rng, message="first batch")
     vector_bytes = args.rows * args.dim * 4
     points, done, latencies = [], 0, []
     for checkpoint in at:
@@ -183,10 +182,8 @@ def save(args, vector_bytes: int, latencies: list, points: list) -> dict:
               "vector_bytes": vector_bytes, "first_100_writes_ms": 1e3 * statistics.mean(first) if first else None,
               "points": points, "machine": platform.processor() or platform.machine(),
               "memstore": memstore.__file__}
-    RESULTS.mkdir(exist_ok=True)
     stem = f"lifetime-{args.rows}x{args.dim}-{args.writes}{'-' + args.label if args.label else ''}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    write_results(RESULTS / stem, result, markdown, indent=1)
     return result
 
 

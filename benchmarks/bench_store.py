@@ -39,6 +39,13 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def write_results(stem: Path, result: dict, markdown, *, indent: int = 2) -> None:
+    """``stem``.json holding ``result`` and ``stem``.md holding ``markdown(result)``, in benchmarks/results/."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=indent) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+
+
 def timed(fn, repeat=1):
     times, out = [], None
     for _ in range(repeat):
