@@ -118,16 +118,18 @@ def open(path: str | os.PathLike, *, create: bool = True, read_only: bool = Fals
                 "or memstore.open(path, create=True)")
         Store.write_marker(path)
     store = Store(path)
-    if store.head() is None:
+    head = store.head()  # read once, and again only where something changed it
+    if head is None:
         if read_only or not create:
             raise MemoryNotFoundError(
                 f"the memory at {str(path)!r} was never committed (its creation was interrupted); "
                 f"create it with `memstore init {path}` or memstore.open(path, create=True)")
         migrations.create(store)
+        head = store.head()
     if not read_only:
-        store.finish_interrupted_work()
-    migrations.check_and_upgrade(store, read_only=read_only)
-    return Memory(store, store.head(), read_only=read_only, sql_limits=limits)
+        head = store.finish_interrupted_work(head)
+    head = migrations.check_and_upgrade(store, read_only=read_only, head=head)
+    return Memory(store, head, read_only=read_only, sql_limits=limits)
 
 
 class Memory:
@@ -248,7 +250,8 @@ class Memory:
     @rereads_on_cleanup
     def versions(self) -> pa.Table:
         """One row per version up to this one: version, time, operation, message, rows."""
-        audit = self._snapshot.audit
+        audit = self._snapshot.read_audit(["version", "time", "operation", "message", "rows_total",
+                                           "rows_affected"])
         return pa.table({
             "version": audit["version"],
             "time": audit["time"],

@@ -194,8 +194,18 @@ class Snapshot:
     @cached_property
     def audit(self) -> pa.Table:
         """The commit log up to this version, without the internal Lance bookkeeping."""
-        table = self.store.dataset(AUDIT_TABLE).to_table(filter=f"version <= {self.version}")
-        table = table.drop_columns(["lance_versions", "next_id"])
+        return self.read_audit()
+
+    def read_audit(self, columns: list[str] | None = None) -> pa.Table:
+        """``columns`` (default: all the user sees) of the commit log up to this version.
+
+        The Lance bookkeeping (a JSON per version) is most of the log's bytes, so
+        it is never read here; ``versions()`` reads fewer columns still.
+        """
+        dataset = self.store.dataset(AUDIT_TABLE)
+        if columns is None:
+            columns = [c for c in dataset.schema.names if c not in ("lance_versions", "next_id")]
+        table = dataset.to_table(columns=columns, filter=f"version <= {self.version}")
         return table.sort_by("version")
 
     def tags(self) -> pa.Table:

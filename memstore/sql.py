@@ -65,8 +65,10 @@ from .errors import InvalidInputError, QueryLimitError, ReadOnlyError, SQLError
 from .snapshot import Snapshot
 from .sql_limits import SQLLimits  # noqa: F401  (memstore.sql.SQLLimits, as before)
 
-#: names of the tables every query sees; user tables cannot shadow them
-RESERVED_NAMES = {"samples", "taxonomy", "audit", "tags", "_state", "_data", "_vectors"}
+#: ``samples`` and the internal tables it is a view over, registered together
+SAMPLES_TABLES = frozenset({"samples", "_state", "_data", "_vectors"})
+#: the memory's tables a query can name; the caller's tables cannot shadow them
+MEMORY_TABLES = SAMPLES_TABLES | {"audit", "tags", "taxonomy"}
 
 #: the DuckDB settings of every connection memstore makes for SQL (then ``disabled_filesystems``
 #: and ``lock_configuration`` are set, see :func:`sandbox`)
@@ -104,7 +106,8 @@ class VersionSQL:
     def __init__(self, snapshot: Snapshot, limits: SQLLimits = SQLLimits()):
         self.snapshot = snapshot
         self.limits = limits
-        self._connections: dict[int, duckdb.DuckDBPyConnection] = {}
+        # per samples view: the connection, and the memory's tables registered on it so far
+        self._connections: dict[int, tuple[duckdb.DuckDBPyConnection, set[str]]] = {}
         # one query at a time: the caller's tables are registered on a shared connection,
         # and an interrupt stops whatever that connection runs
         self._lock = threading.Lock()
@@ -137,7 +140,7 @@ class VersionSQL:
         """
         with self._lock:
             tree = check_read_only(query, self._connection(0))
-            con = self._connection(self._view_level(tree))
+            con = self._connection(self._view_level(tree), _tables_named(tree))
             names = []
             try:
                 for name, table in (tables or {}).items():
@@ -178,12 +181,22 @@ class VersionSQL:
         # float16 vectors are read (widened) only by queries that name them
         return 2 if _needs_data(tree, {"vector", "samples"}) else 1
 
-    def _connection(self, full: int) -> duckdb.DuckDBPyConnection:
+    def _connection(self, full: int, names: set[str] | None = frozenset()) -> duckdb.DuckDBPyConnection:
+        """The sandbox for ``samples`` view ``full``, with the memory's tables in ``names`` registered.
+
+        A table is read when a query first names it, not before: a ``count(*)``
+        over ``samples`` must not read a commit log of 100,000 versions.
+        ``names=None`` (a query whose tables cannot be told) registers them all.
+        """
         if full not in self._connections:
-            con = connect(self.snapshot, self.limits)
-            con.execute(f"CREATE VIEW samples AS {_samples_view(self.snapshot, full)}")
-            self._connections[full] = con
-        return self._connections[full]
+            self._connections[full] = (sandbox(self.limits.memory_limit), set())
+        con, registered = self._connections[full]
+        for name in MEMORY_TABLES if names is None else MEMORY_TABLES & names:
+            name = "samples" if name in SAMPLES_TABLES else name
+            if name not in registered:
+                register(con, self.snapshot, name, full)
+                registered.add(name)
+        return con
 
 
 class _Watch:
@@ -274,9 +287,25 @@ def _results(memory_limit: str) -> duckdb.DuckDBPyConnection:
     return sandbox(memory_limit)
 
 
-def connect(snapshot: Snapshot, limits: SQLLimits = SQLLimits()) -> duckdb.DuckDBPyConnection:
-    """A sandboxed connection with the version's tables registered (all but ``samples``)."""
-    con = sandbox(limits.memory_limit)
+
+
+def register(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, name: str, full: int = 2) -> None:
+    """Make the memory's table ``name`` (one of MEMORY_TABLES) of ``snapshot`` readable on ``con``."""
+    if name in SAMPLES_TABLES:
+        _register_samples(con, snapshot, full)
+    elif name == "audit":
+        con.register("audit", snapshot.audit)
+    elif name == "tags":
+        con.register("tags", snapshot.tags())
+    elif snapshot.taxonomy is None:
+        con.execute("CREATE VIEW taxonomy AS SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS parent, "
+                    "NULL::VARCHAR AS name, NULL::INTEGER AS level WHERE false")
+    else:
+        con.register("taxonomy", snapshot.taxonomy)
+
+
+def _register_samples(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, full: int) -> None:
+    """``_state``, ``_data`` (and ``_vectors``) and the ``samples`` view over them."""
     con.register("_state", snapshot.state)
     if snapshot.vector_dtype == "float16":
         # DuckDB reads no float16 Arrow columns: provenance without the vectors, and the
@@ -287,22 +316,27 @@ def connect(snapshot: Snapshot, limits: SQLLimits = SQLLimits()) -> duckdb.DuckD
             "id": "id", "vector": f"arrow_cast(vector, 'FixedSizeList({snapshot.dim}, Float32)')"}))
     elif snapshot.has_samples:
         con.register("_data", snapshot.data)
-    con.register("audit", snapshot.audit)
-    con.register("tags", snapshot.tags())
-    taxonomy = snapshot.taxonomy
-    if taxonomy is None:
-        con.execute("CREATE VIEW taxonomy AS SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS parent, "
-                    "NULL::VARCHAR AS name, NULL::INTEGER AS level WHERE false")
-    else:
-        con.register("taxonomy", taxonomy)
-    return con
+    con.execute(f"CREATE VIEW samples AS {_samples_view(snapshot, full)}")
+
+
+def _tables_named(tree: dict | None) -> set[str] | None:
+    """The tables a query (its DuckDB parse tree) names, lower case; None when it cannot be told."""
+    if tree is None:
+        return None
+    names = set()
+    for node in _nodes(tree):
+        if node.get("type") == "TABLE_FUNCTION":
+            return None  # query_table('audit') names a table in a string
+        if node.get("type") == "BASE_TABLE":
+            names.add(node["table_name"].lower())
+    return names
 
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, table) -> None:
-    if name.lower() in RESERVED_NAMES:
+    if name.lower() in MEMORY_TABLES:
         raise InvalidInputError(
             f"a table passed to mem.sql cannot be named {name!r}: the memory's own "
-            f"tables are {sorted(RESERVED_NAMES)}; pick another name")
+            f"tables are {sorted(MEMORY_TABLES)}; pick another name")
     try:
         con.register(name, table)
     except duckdb.Error as exc:

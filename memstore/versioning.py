@@ -67,6 +67,11 @@ HEAD_FILE = "head.json"
 LOG_TABLES = frozenset({AUDIT_TABLE, TAGS_TABLE})
 #: seconds a writer waits for another writer's lock before giving up
 LOCK_TIMEOUT = 30.0
+#: bytes of Lance metadata (manifests, file footers) and index pages the writes' LanceDB
+#: connection caches. Lance's defaults (1 GiB and 6 GiB) fill with the metadata of every
+#: version a long-lived writer makes: +150 KB a write, 3.7 GB of RSS after 9,000 writes to a
+#: 100k-row memory. A write reads only the newest version; reads open their own datasets.
+WRITE_CACHE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ class Store:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.db = lancedb.connect(str(self.path / TABLES_DIR))
+        self.db = lancedb.connect(str(self.path / TABLES_DIR), session=lancedb.Session(
+            index_cache_size_bytes=WRITE_CACHE_BYTES, metadata_cache_size_bytes=WRITE_CACHE_BYTES))
         self._lock_depth = 0
 
     # -- the directory -------------------------------------------------
@@ -367,8 +373,7 @@ class Store:
         from .forget import finish_pending_forget
 
         refuse_writes_if_damaged(self)
-        head = self.head()
-        self._recover(head)
+        head = self._recover(self.head())
         if head is not None:
             record = self._read_head_record()
             if record is None or record.version != head.version:
@@ -376,28 +381,36 @@ class Store:
             finish_pending_forget(self, head)
         return head
 
-    def finish_interrupted_work(self) -> None:
-        """Roll back a killed writer and finish an interrupted forget, if there is any to do."""
+    def finish_interrupted_work(self, head: Head | None = None) -> Head | None:
+        """Roll back a killed writer and finish an interrupted forget, if there is any to do.
+
+        ``head`` is the head just read (read again if None); returns the head after.
+        """
         from .forget import has_pending_forget
 
         record = self._read_head_record()
-        head = self.head()
+        head = head or self.head()
         if head is None:
-            return
+            return None
         stale = record is None or record.version != head.version
         moved = any(self.latest_version(n) != v for n, v in head.lance_versions.items())
         if stale or moved or has_pending_forget(self):
             with self.lock():
-                self._prepare()
+                return self._prepare()
+        return head
 
-    def _recover(self, head: Head | None) -> None:
-        """Bring every table back to what ``head`` committed.
+    def _recover(self, head: Head | None) -> Head | None:
+        """Bring every table back to what ``head`` committed; the head, naming what it now reads.
 
         Lance commits made after the head by a writer that died (or failed)
         before its audit append are undone: tables created since are dropped,
-        tables changed since are restored to the committed Lance version.
+        tables changed since are restored to the committed Lance version. A
+        restore is a new Lance version holding the committed rows, so the head
+        record is rewritten to name it: otherwise every later open would find
+        the table moved past the head and restore it again.
         """
         committed = head.lance_versions if head else {}
+        restored = {}
         for name in self.table_names():
             if name in LOG_TABLES and head is not None:
                 continue
@@ -406,14 +419,19 @@ class Store:
                 continue
             if self.latest_version(name) != committed[name]:
                 self.open_table(name).restore(committed[name])
+                restored[name] = self.latest_version(name)
         if head is None:
-            return
+            return head
         # An audit row is the commit itself, so one past the head cannot exist;
         # guard anyway against a hand-edited table (without a Lance commit when clean).
         # An audit table still at the head's own Lance version holds nothing past it.
         audit = self.dataset(AUDIT_TABLE)
         if audit.version != head.audit_lance_version and audit.count_rows(f"version > {head.version}"):
             self.open_table(AUDIT_TABLE).delete(f"version > {head.version}")
+        if restored:
+            head = replace(head, lance_versions={**head.lance_versions, **restored})
+            self.write_head_record(head)
+        return head
 
 
 class Transaction:

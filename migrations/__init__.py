@@ -72,9 +72,12 @@ def create(store, upto: int | None = None) -> None:
         )
 
 
-def check_and_upgrade(store, read_only: bool = False) -> None:
-    """Refuse a memory from a newer memstore; apply pending migrations to an older one."""
-    head = store.head()
+def check_and_upgrade(store, read_only: bool = False, head=None):
+    """Refuse a memory from a newer memstore; apply pending migrations to an older one.
+
+    ``head`` is the head just read (read again if None); returns the head after.
+    """
+    head = head or store.head()
     latest = latest_schema_version()
     if head.schema_version > latest:
         raise SchemaVersionError(
@@ -83,7 +86,7 @@ def check_and_upgrade(store, read_only: bool = False) -> None:
             "Upgrade memstore to open it."
         )
     if head.schema_version == latest or read_only:
-        return
+        return head
     for migration in all_migrations()[head.schema_version :]:
         with store.transaction() as tx:
             if tx.head.schema_version >= migration.number:
@@ -96,3 +99,4 @@ def check_and_upgrade(store, read_only: bool = False) -> None:
                 schema_version=migration.number,
                 details={"from": migration.number - 1, "to": migration.number},
             )
+    return store.head()

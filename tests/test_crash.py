@@ -45,6 +45,24 @@ def test_kill_before_the_commit_rolls_back(crash_mem, rng, op, stop_at):
     after_the_kill_everything_works(crash_mem, before_files, rng)
 
 
+def test_a_recovered_memory_is_not_recovered_again_by_every_open(crash_mem, rng):
+    """The rollback is a restore (a new Lance version); later opens must find nothing to undo."""
+    from memstore.versioning import Store
+
+    before, before_files = contents(memstore.open(crash_mem)), files(crash_mem)
+    run_and_kill(crash_mem, "reweight", "commit")
+    memstore.open(crash_mem, create=False)  # recovers
+    store = Store(crash_mem)
+    lance_versions = {name: store.latest_version(name) for name in store.table_names()}
+    head = store.head()
+    assert {n: lance_versions[n] for n in head.lance_versions} == head.lance_versions
+    for _ in range(3):
+        mem = memstore.open(crash_mem, create=False)
+        assert contents(mem) == before
+    assert {name: store.latest_version(name) for name in store.table_names()} == lance_versions
+    after_the_kill_everything_works(crash_mem, before_files, rng)
+
+
 def test_kill_after_the_audit_append_keeps_the_commit(crash_mem, rng):
     """Killed between the audit row and head.json: the version is committed, and stays so."""
     before_files = files(crash_mem)

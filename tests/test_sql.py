@@ -33,6 +33,28 @@ def test_taxonomy_audit_and_tags_tables(filled):
     assert "lance_versions" not in filled.sql("SELECT * FROM audit").columns
 
 
+def test_a_query_reads_only_the_tables_it_names(filled, monkeypatch):
+    """A count over samples must not read the commit log (100,000 rows for an old memory)."""
+    from memstore.snapshot import Snapshot
+
+    def no_audit(self, columns=None):
+        raise AssertionError("the audit table was read")
+
+    mem = memstore.open(filled.path)
+    with monkeypatch.context() as patch:
+        patch.setattr(Snapshot, "read_audit", no_audit)
+        patch.setattr(Snapshot, "tags", lambda self: no_audit(self))
+        assert mem.sql("SELECT count(*) FROM samples").fetchall() == [(100,)]
+        assert mem.sql("SELECT count(*) FROM samples WHERE uri IS NOT NULL").fetchall() == [(100,)]
+        assert mem.sql("SELECT count(*) FROM taxonomy").fetchall() == [(0,)]
+    # then named, in a CTE, a subquery, a table function or as _state: each is there
+    assert mem.sql("WITH a AS (SELECT * FROM Audit) SELECT count(*) FROM a").fetchall() == [(2,)]
+    assert mem.sql("SELECT count(*) FROM samples WHERE weight IN (SELECT 1.0 FROM tags)").fetchall() == [(0,)]
+    assert mem.sql("SELECT count(*) FROM query_table('audit')").fetchall() == [(2,)]
+    assert memstore.open(filled.path).sql("SELECT count(*) FROM _state").fetchall() == [(100,)]
+    assert memstore.open(filled.path).sql("SELECT count(*) FROM query_table('samples')").fetchall() == [(100,)]
+
+
 def test_join_with_audit(filled):
     filled.prune("SELECT id FROM samples WHERE id < 3", message="bad rows")
     got = filled.sql("SELECT a.message, count(*) FROM samples s, audit a "
