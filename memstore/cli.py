@@ -513,5 +513,49 @@ def optimize(path, message, fmt):
                f"{report['bytes_before']:,} -> {report['bytes_after']:,} bytes in {report['seconds']} s", err=True)
 
 
+@main.command()
+@click.argument("path")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; anything but loopback needs --token or --token-file")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, envvar="MEMSTORE_TOKEN",
+              help="a secret every request must carry (Authorization: Bearer ...); env MEMSTORE_TOKEN")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tokens, one `name:secret` a line; writes are audited with the name")
+@click.option("--allow-writes", is_flag=True, help="let the page forget rows (read-only without it)")
+def serve(path, host, port, token, token_file, allow_writes):
+    """Serve the memory at PATH: a web page and a JSON API (OpenAPI schema at /docs).
+
+    Binds to loopback by default; open http://127.0.0.1:8765/ in a browser.
+    """
+    from memstore.server import create_app, is_loopback
+
+    tokens = _tokens(token, token_file)
+    if not tokens and not is_loopback(host):
+        raise click.UsageError(f"--host {host} accepts connections from other machines: give --token "
+                               "(or --token-file) so that only those holding it can read the memory")
+    import uvicorn
+
+    _open(path)  # a clear error for a missing or damaged memory, before the server starts
+    app = create_app(path, tokens=tokens, allow_writes=allow_writes)
+    click.echo(f"serving {path} at http://{host}:{port}/ ({'writes allowed' if allow_writes else 'read-only'}"
+               f"{', token required' if tokens else ''})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _tokens(token: str | None, token_file: str | None) -> dict[str, str]:
+    tokens = {"token": token} if token else {}
+    if token_file:
+        for number, line in enumerate(Path(token_file).read_text().splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, secret = line.strip().partition(":")
+            if not sep or not name or len(secret) < 16:
+                raise click.UsageError(f"{token_file}, line {number}: expected `name:secret` with a secret of "
+                                       "16 characters or more")
+            tokens[name] = secret
+    return tokens
+
+
 if __name__ == "__main__":
     main()

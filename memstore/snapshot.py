@@ -154,6 +154,17 @@ class Snapshot:
             weights=state["weight"].to_numpy().astype(np.float32, copy=False),
         )
 
+    def history(self) -> pa.Table:
+        """Every state row up to this version; ``valid_to`` null where it still holds at this version."""
+        if not self.has_samples:
+            return state_schema(pa.string()).empty_table()
+        rows = self._dataset(STATE_TABLE).to_table(filter=f"valid_from <= {self.version}")
+        valid_to = rows["valid_to"]
+        later = pc.fill_null(pc.greater(valid_to, self.version), False)
+        rows = rows.set_column(rows.schema.get_field_index("valid_to"), "valid_to",
+                               pc.if_else(later, pa.scalar(None, valid_to.type), valid_to))
+        return rows.sort_by([("id", "ascending"), ("valid_from", "ascending")])
+
     def state_history(self, filter: str | None = None) -> pa.Table:
         """Every state row (all versions) matching ``filter``."""
         return self._dataset(STATE_TABLE).to_table(filter=filter)

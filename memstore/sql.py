@@ -9,6 +9,9 @@ taxonomy  node, parent, name, level: the label hierarchy at the version.
 audit     version, time, operation, message, rows_affected, rows_total, sql,
           details, schema_version, user: every change up to the version.
 tags      name, version, time.
+history   id, label, weight, wrong_count, valid_from, valid_to: every
+          (label, weight) a row held up to the version, from version
+          ``valid_from`` until ``valid_to`` (null: still held at the version).
 
 ``samples`` joins the narrow state (kept in memory by the snapshot) with the
 Lance data table, which DuckDB scans with projection and filter push-down, so
@@ -68,7 +71,7 @@ from .sql_limits import SQLLimits  # noqa: F401  (memstore.sql.SQLLimits, as bef
 #: ``samples`` and the internal tables it is a view over, registered together
 SAMPLES_TABLES = frozenset({"samples", "_state", "_data", "_vectors"})
 #: the memory's tables a query can name; the caller's tables cannot shadow them
-MEMORY_TABLES = SAMPLES_TABLES | {"audit", "tags", "taxonomy"}
+MEMORY_TABLES = SAMPLES_TABLES | {"audit", "tags", "taxonomy", "history"}
 
 #: the DuckDB settings of every connection memstore makes for SQL (then ``disabled_filesystems``
 #: and ``lock_configuration`` are set, see :func:`sandbox`)
@@ -297,6 +300,8 @@ def register(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, name: str, full
         con.register("audit", snapshot.audit)
     elif name == "tags":
         con.register("tags", snapshot.tags())
+    elif name == "history":
+        con.register("history", snapshot.history())
     elif snapshot.taxonomy is None:
         con.execute("CREATE VIEW taxonomy AS SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS parent, "
                     "NULL::VARCHAR AS name, NULL::INTEGER AS level WHERE false")

@@ -45,6 +45,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -532,7 +533,23 @@ class Transaction:
             self.table(CHECKSUMS_TABLE).add(rows)
 
 
+#: who the audit rows of this context's writes name, when not the login (audit_user)
+_AUDIT_USER: ContextVar[str | None] = ContextVar("memstore_audit_user", default=None)
+
+
+@contextmanager
+def audit_user(name: str):
+    """Writes made inside record ``name`` as their ``user`` (a server names the caller's token)."""
+    token = _AUDIT_USER.set(name)
+    try:
+        yield
+    finally:
+        _AUDIT_USER.reset(token)
+
+
 def _user() -> str | None:
+    if _AUDIT_USER.get() is not None:
+        return _AUDIT_USER.get()
     try:
         return getpass.getuser()
     except Exception:  # no login name in some containers

@@ -35,6 +35,7 @@ import io
 import json
 import re
 import shlex
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,7 @@ BLOCKS = {
     ("Neighbours as context for generative models", "python"):
         "test_the_neighbour_context_block_leaves_each_row_out_of_its_own_context",
     ("Command line", "bash"): "test_every_command_of_the_command_line_block_succeeds_and_does_something",
+    ("Seeing inside: `memstore serve`", "bash"): "test_the_serve_block_starts_servers_that_answer_its_curl_lines",
     ("Layout of the code", ""): None,  # a file tree, not code
 }
 
@@ -395,6 +397,59 @@ def test_every_command_of_the_command_line_block_succeeds_and_does_something(tmp
     assert changed["optimize"] == [0]                                 # a version, no rows changed
     at_clean = proc.stdout.split('### memstore sql pets.mem "SELECT count(*) FROM samples" --at clean')[1]
     assert "460" in at_clean.split("###")[0]                     # the rows when tagged, before the prune
+
+
+def test_the_serve_block_starts_servers_that_answer_its_curl_lines(tmp_path):
+    """Each `memstore serve` line is started (each on a free port; 0.0.0.0 becomes 127.0.0.1: tests stay
+    on loopback), and each curl line gets JSON from the first server."""
+    import socket
+
+    lines = [line for line in block("Seeing inside", "bash").splitlines() if line.strip()]
+    serves, curls = [x for x in lines if x.startswith("memstore serve")], [x for x in lines if x.startswith("curl")]
+    assert len(serves) + len(curls) == len(lines) and serves and curls
+    mem = memstore.open(tmp_path / "pets.mem")
+    rng = np.random.default_rng(0)
+    mem.add(rng.standard_normal((100, 8)).astype(np.float32), ["cat", "dog"] * 50)
+    (tmp_path / "tokens.txt").write_text("alice:" + "s" * 32 + "\n")
+    binary = Path(sys.executable).parent / "memstore"
+    servers, ports = [], []
+    try:
+        for line in serves:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ports.append(str(s.getsockname()[1]))
+            args = shlex.split(line.replace("8765", ports[-1]).replace("0.0.0.0", "127.0.0.1"))[1:]
+            args += [] if "--port" in args else ["--port", ports[-1]]
+            log = open(tmp_path / f"serve-{len(servers)}.log", "w")
+            servers.append(subprocess.Popen([str(binary), *args], cwd=tmp_path, stdout=log, stderr=log))
+        outputs = []
+        for line in curls:
+            for _ in range(300):
+                done = subprocess.run(shlex.split(line.replace("8765", ports[0])), capture_output=True, text=True)
+                if done.returncode != 7:  # 7: the server does not listen yet
+                    break
+                time.sleep(0.1)
+            assert done.returncode == 0, (line, done.stderr)
+            outputs.append(json.loads(done.stdout))
+        assert all(r["label"] == "cat" for r in outputs[0]["rows"]) and len(outputs[0]["rows"]) == 5
+        assert len(outputs[1]["neighbours"]) == 10 and outputs[1]["predicted"] in ("cat", "dog")
+        assert outputs[2]["rows"] == [{"count_star()": 100}]
+        # the second server wants the token of tokens.txt
+        url = f"http://127.0.0.1:{ports[1]}/api/overview"
+        for _ in range(300):
+            refused = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url],
+                                     capture_output=True, text=True)
+            if refused.returncode != 7:
+                break
+            time.sleep(0.1)
+        allowed = subprocess.run(["curl", "-s", url, "-H", "Authorization: Bearer " + "s" * 32], capture_output=True,
+                                 text=True)
+        assert refused.stdout == "401", (tmp_path / "serve-1.log").read_text()
+        assert json.loads(allowed.stdout)["writable"] is True
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 # -- the figures ----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, UnknownIdsError
 from ..search import METRICS, ExactSearch, check_k
 from .base import INDEXES, POSITIVE, Integers, MemoryHead, StrOptions
 
@@ -232,14 +232,29 @@ class KNNClassifier(ClassifierMixin, MemoryHead):
         return labels_at_level(taxonomy, labels, self.level)
 
     # -- neighbours ------------------------------------------------------------------
-    def _neighbors(self, X, k: int | None):
-        """(distances, positions), each (n_queries, k); X=None: leave-one-out over the memory."""
+    def _neighbors(self, X, k: int | None, ids=None):
+        """(distances, positions), each (n_queries, k); X=None: leave-one-out over the memory.
+
+        ``ids``: those rows of the memory as the queries, each leaving itself out.
+        """
         self._check_fitted()
         k = self.k if k is None else k
+        if ids is not None:
+            positions = self._positions_of(ids)
+            return self._searcher.search(self._vectors[positions], k, exclude=positions)
         if X is None:
             n = self.n_samples_fit_
             return self._searcher.search(self._vectors, k, exclude=np.arange(n))
         return self._searcher.search(X, k)
+
+    def _positions_of(self, ids) -> np.ndarray:
+        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        positions = np.minimum(np.searchsorted(self.ids_, ids), len(self.ids_) - 1)
+        missing = ids[self.ids_[positions] != ids]
+        if len(missing):
+            raise UnknownIdsError(f"ids {missing[:10].tolist()} are not rows of the memory this head was fitted "
+                                  f"on (version {self.memory_version_}); pass ids the memory holds")
+        return positions
 
     def kneighbors(self, X=None, k: int | None = None, return_distance: bool = True):
         """Distances and row ids of the k nearest rows, each (n_queries, k), nearest first.
@@ -288,8 +303,11 @@ class KNNClassifier(ClassifierMixin, MemoryHead):
         return self.classes_[self._decide(self._votes(dist, pos), pos)[1]]
 
     # -- attribution -----------------------------------------------------------------
-    def explain(self, X=None) -> pa.Table:
+    def explain(self, X=None, *, ids=None) -> pa.Table:
         """One row per (query, neighbour): who made each prediction, and how much.
+
+        ``ids=``: rows of the memory as the queries, each leaving itself out
+        (query by example: what would the memory predict for this row without it).
 
         Columns: query, rank, id, label, distance, vote_weight, share (of the
         query's total vote; the shares of the rows whose label won sum to the
@@ -297,7 +315,7 @@ class KNNClassifier(ClassifierMixin, MemoryHead):
         predicted, the row's provenance columns, and memory_version. Join it
         with the memory through ``mem.sql(..., explained=table)`` on ``id``.
         """
-        dist, pos = self._neighbors(X, None)
+        dist, pos = self._neighbors(X, None, ids)
         votes = self._votes(dist, pos)
         _, winner = self._decide(votes, pos)
         nq, k = pos.shape

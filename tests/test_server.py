@@ -1,0 +1,190 @@
+"""memstore serve: the JSON API over a memory, its bounds and its tokens (FastAPI's TestClient and a real server)."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+import memstore
+from memstore.cli import main
+from memstore.server import app as server_app
+from memstore.server import create_app
+
+LABELS = np.array(["cat", "dog", "owl"])
+
+
+@pytest.fixture
+def served(tmp_path, rng):
+    """300 rows x 16 with uris; tagged, relabelled, quality estimated: version 3."""
+    path = tmp_path / "served.mem"
+    mem = memstore.open(path)
+    mem.x = rng.standard_normal((300, 16)).astype(np.float32)
+    mem.y = LABELS[rng.integers(0, 3, 300)]
+    mem.add(mem.x, mem.y, provenance={"uri": [f"img/{i}.png" for i in range(300)]})
+    mem.tag("first")
+    mem.relabel("SELECT id, 'owl' AS label FROM samples WHERE id < 5")
+    mem.estimate_quality(k=10)
+    return mem
+
+
+def ok(response):
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_overview_and_a_page_of_samples(served):
+    client = TestClient(create_app(served.path))
+    overview = ok(client.get("/api/overview"))
+    assert overview["rows"] == 300 and overview["version"] == 3 and not overview["writable"]
+    counts = dict(served.sql("SELECT label, count(*) FROM samples GROUP BY label").fetchall())
+    assert {r["label"]: r["rows"] for r in overview["labels"]} == counts
+    page = ok(client.get("/api/samples", params={"where": "label = 'owl' AND id > 10", "order": "uri",
+                                                 "descending": True, "offset": 2, "limit": 5}))
+    expected = served.sql("SELECT id FROM samples WHERE label = 'owl' AND id > 10 "
+                          "ORDER BY uri DESC, id LIMIT 5 OFFSET 2").fetchall()
+    assert [r["id"] for r in page["rows"]] == [i for (i,) in expected]
+    assert page["total"] == served.sql("SELECT count(*) FROM samples WHERE label = 'owl' AND id > 10").fetchall()[0][0]
+    assert "vector" not in page["rows"][0] and page["rows"][0]["uri"].startswith("img/")
+    old = ok(client.get("/api/samples", params={"version": "first", "where": "id < 5"}))
+    assert old["version"] == 1 and [r["label"] for r in old["rows"]] == served.y[:5].tolist()
+
+
+def test_a_row_its_history_and_its_neighbours(served):
+    client = TestClient(create_app(served.path))
+    row = ok(client.get("/api/rows/3", params={"k": 4}))
+    assert row["row"]["label"] == "owl" and row["row"]["uri"] == "img/3.png"
+    assert [h["valid_from"] for h in row["history"]] == [1, 2, 3]  # added, relabelled, quality estimated
+    assert row["history"][-1]["valid_to"] is None and row["history"][1]["label"] == "owl"
+    # brute force: cosine distance to every other row
+    x = served.x / np.linalg.norm(served.x, axis=1, keepdims=True)
+    distance = 1 - x @ x[3]
+    distance[3] = np.inf
+    assert [n["id"] for n in row["neighbours"]] == np.argsort(distance, kind="stable")[:4].tolist()
+    np.testing.assert_allclose([n["distance"] for n in row["neighbours"]], np.sort(distance)[:4], rtol=1e-5)
+    assert client.get("/api/rows/100000").status_code == 404
+
+
+def test_a_pruned_row_says_it_was_pruned(served):
+    served.prune("SELECT id FROM samples WHERE id = 7")
+    client = TestClient(create_app(served.path))
+    gone = client.get("/api/rows/7")
+    assert gone.status_code == 404 and "pruned" in gone.json()["detail"]
+    assert ok(client.get("/api/rows/7", params={"version": "3"}))["row"]["id"] == 7
+
+
+def test_a_decision_and_each_neighbours_share(served):
+    """The explanation is the kNN head's leave-one-out decision for the row (Geirhos et al.'s attribution)."""
+    client = TestClient(create_app(served.path))
+    got = ok(client.get("/api/rows/42/explain", params={"k": 7, "voting": "distance"}))
+    head = memstore.KNNClassifier(k=7, voting="distance").fit(served)
+    everyone = head.explain()  # leave-one-out over every row
+    expected = everyone.filter(everyone["query"].to_numpy() == 42)  # row 42 is at position 42
+    assert [n["id"] for n in got["neighbours"]] == expected["id"].to_pylist() and 42 not in expected["id"].to_pylist()
+    np.testing.assert_allclose([n["share"] for n in got["neighbours"]], expected["share"].to_numpy(), rtol=1e-6)
+    assert got["predicted"] == expected["predicted"][0].as_py()
+    proba = head.predict_proba(None)[42]
+    assert got["probabilities"] == pytest.approx({c: p for c, p in zip(head.classes_, proba) if p > 0})
+
+
+def test_label_error_candidates(served):
+    client = TestClient(create_app(served.path))
+    quality = ok(client.get("/api/quality", params={"limit": 3, "k": 2}))
+    expected = served.sql("SELECT id FROM samples WHERE wrong_count > 0 ORDER BY wrong_count DESC, id LIMIT 3")
+    assert quality["estimated"] and [r["id"] for r in quality["rows"]] == [i for (i,) in expected.fetchall()]
+    assert all(len(r["neighbours"]) == 2 for r in quality["rows"])
+
+
+def test_versions_and_a_diff(served):
+    served.reweight("SELECT id, 0.5 AS weight FROM samples WHERE id BETWEEN 100 AND 109")
+    served.prune("SELECT id FROM samples WHERE id >= 290")
+    served.forget([0, 1])
+    client = TestClient(create_app(served.path))
+    versions = ok(client.get("/api/versions"))
+    assert versions["head"] == 6 and [v["operation"] for v in versions["versions"]][:3] == ["forget", "prune", "reweight"]
+    assert versions["tags"][0]["name"] == "first"
+    d = ok(client.get("/api/diff", params={"a": "first", "b": "6", "limit": 3}))
+    # rows 0 and 1 are forgotten: they are in no version, so only rows 2..4 can show as relabelled
+    relabelled = int((served.y[2:5] != "owl").sum())
+    assert d["counts"] == {"added": 0, "pruned": 10, "forgotten": 2, "relabelled": relabelled, "reweighted": 10}
+    assert d["ids"]["pruned"] == [290, 291, 292] and d["truncated"]["pruned"]
+    assert [c["operation"] for c in d["commits"]] == ["relabel", "estimate_quality", "reweight", "prune", "forget"]
+
+
+def test_the_sql_console_is_read_only_and_bounded(served):
+    client = TestClient(create_app(served.path))
+    result = ok(client.post("/api/sql", json={"query": "SELECT * FROM samples ORDER BY id", "limit": 10}))
+    assert result["total"] == 300 and result["truncated"] and len(result["rows"]) == 10
+    assert result["omitted_columns"] == ["vector"] and "vector" not in result["rows"][0]
+    refused = client.post("/api/sql", json={"query": "DELETE FROM samples"})
+    assert refused.status_code == 403 and refused.json()["error"] == "ReadOnlyError"
+    bad = client.post("/api/sql", json={"query": "SELECT nope FROM samples"})
+    assert bad.status_code == 400 and "nope" in bad.json()["detail"]
+    assert client.post("/api/sql", json={"query": "x" * 30_000}).status_code == 422
+    assert client.get("/api/samples", params={"limit": 5_000}).status_code == 422
+    assert client.get("/api/samples", params={"order": "vector; DROP"}).status_code == 400
+    huge = client.post("/api/sql", content=b"{" + b" " * (server_app.MAX_BODY_BYTES + 1) + b"}",
+                       headers={"content-type": "application/json"})
+    assert huge.status_code == 413
+
+
+def test_a_server_with_tokens_refuses_requests_without_one(served):
+    client = TestClient(create_app(served.path, tokens={"alice": "a" * 32}))
+    assert client.get("/api/overview").status_code == 401
+    assert client.get("/api/overview", headers={"Authorization": "Bearer " + "b" * 32}).status_code == 401
+    assert ok(client.get("/api/overview", headers={"Authorization": "Bearer " + "a" * 32}))["rows"] == 300
+    assert ok(client.get("/api/overview", params={"token": "a" * 32}))["rows"] == 300
+
+
+def test_forget_needs_allow_writes_and_is_audited_with_the_token(served):
+    read_only = TestClient(create_app(served.path))
+    assert read_only.post("/api/forget", json={"ids": [5]}).status_code == 403
+    assert len(memstore.open(served.path)) == 300
+    client = TestClient(create_app(served.path, tokens={"alice": "a" * 32}, allow_writes=True))
+    auth = {"Authorization": "Bearer " + "a" * 32}
+    report = ok(client.post("/api/forget", json={"ids": [5], "message": "asked"}, headers=auth))
+    assert report["rows"] == 1
+    mem = memstore.open(served.path)
+    assert len(mem) == 299 and mem.sql("SELECT count(*) FROM history WHERE id = 5").fetchall() == [(0,)]
+    assert mem.audit().to_pylist()[-1]["user"] == "token:alice"
+    assert client.get("/api/rows/5", headers=auth).status_code == 404
+
+
+def test_serve_refuses_other_hosts_without_a_token(served, monkeypatch):
+    import uvicorn
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw))  # never listens
+    result = CliRunner().invoke(main, ["serve", str(served.path), "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "--token" in result.output and not started
+    result = CliRunner().invoke(main, ["serve", str(served.path), "--host", "0.0.0.0", "--token", "t" * 32])
+    assert result.exit_code == 0 and started == [{"host": "0.0.0.0", "port": 8765, "log_level": "warning"}]
+
+
+def test_memstore_serve_answers_over_http(served, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "memstore.cli", "serve", str(served.path), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                response = httpx.get(url + "/api/overview", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert response.json()["rows"] == 300
+        page = httpx.get(url + "/").text
+        assert '<script src="/static/app.js">' in page
+        assert "http://" not in page and "https://" not in page  # nothing from a CDN: it works offline
+        assert httpx.get(url + "/static/app.js").status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
