@@ -5,11 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# The page of `memstore serve` is tested in Debian's chromium, driven by Playwright.
+CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo)
 
-.PHONY: install data demo test bench mutants clean
+.PHONY: install data browser demo test bench mutants clean
 
-install: $(STAMP) data
+install: $(STAMP) data browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +24,11 @@ data:
 	@test -f $(FASHION) || $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
 	  || ($(SUDO) apt-get update -qq >/dev/null 2>&1 && $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) \
 	  || echo "note: could not install Debian's dataset-fashion-mnist; the demo will use scikit-learn's digits"
+
+# Required: tests/test_browser.py drives it (Playwright's own browser download needs the internet).
+browser:
+	@test -x $(CHROMIUM) || $(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || ($(SUDO) apt-get update -qq >/dev/null 2>&1 && $(SUDO) apt-get install -y -qq chromium >/dev/null)
 
 demo: install
 	$(PY) examples/demo.py

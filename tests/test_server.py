@@ -16,22 +16,6 @@ from memstore.cli import main
 from memstore.server import app as server_app
 from memstore.server import create_app
 
-LABELS = np.array(["cat", "dog", "owl"])
-
-
-@pytest.fixture
-def served(tmp_path, rng):
-    """300 rows x 16 with uris; tagged, relabelled, quality estimated: version 3."""
-    path = tmp_path / "served.mem"
-    mem = memstore.open(path)
-    mem.x = rng.standard_normal((300, 16)).astype(np.float32)
-    mem.y = LABELS[rng.integers(0, 3, 300)]
-    mem.add(mem.x, mem.y, provenance={"uri": [f"img/{i}.png" for i in range(300)]})
-    mem.tag("first")
-    mem.relabel("SELECT id, 'owl' AS label FROM samples WHERE id < 5")
-    mem.estimate_quality(k=10)
-    return mem
-
 
 def ok(response):
     assert response.status_code == 200, response.text
