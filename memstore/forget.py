@@ -22,7 +22,8 @@ keeps time travel. ``forget`` is the other kind. For the ids given it
 5. checks that every data file that held a forgotten row is gone
    (:func:`holders_gone`), then scans every other file under the memory's
    directory for the raw bytes of each forgotten vector
-   (:func:`find_vector_bytes`), except the data files of fragments that held
+   (:func:`find_vector_bytes`), and of its thumbnail if it has one
+   (``memstore.thumbnails``), except the data files of fragments that held
    none of the rows: Lance never changes a file, so they still hold none. It
    raises :class:`~memstore.errors.ForgetError` if any byte is still there.
    The proof costs what the forget touched, not what the memory holds; the
@@ -85,7 +86,8 @@ class ForgetReport:
 
     ``seconds`` times each phase (select, erase, compact, commit, cleanup,
     rebuild_index, verify). ``files_scanned`` and ``bytes_scanned`` are those of
-    the final check, which found no forgotten vector's bytes in any file.
+    the final check, which found no forgotten vector's or thumbnail's bytes in
+    any file.
     ``unverifiable`` vectors have fewer than two consecutive non-zero
     components, so their bytes look like padding and cannot be searched for;
     ``still_held`` ones equal a vector the memory keeps.
@@ -103,6 +105,8 @@ class ForgetReport:
     files_replaced: int = 0
     #: bytes of data files that held none of the rows and were not read again
     bytes_untouched: int = 0
+    #: forgotten rows whose thumbnail the check also looked for (``memstore.thumbnails``)
+    thumbnails: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -121,8 +125,11 @@ def id_filter(ids: np.ndarray) -> list[str]:
 
 
 def rows_to_forget(data, ids: np.ndarray) -> pa.Table:
-    """(id, vector, _rowaddr) of ``ids`` in the data table; every id must be there."""
-    parts = [data.to_table(columns=["id", "vector"], filter=f, with_row_address=True) for f in id_filter(ids)]
+    """(id, vector[, thumbnail], _rowaddr) of ``ids`` in the data table; every id must be there."""
+    from .thumbnails import THUMBNAIL_COLUMN
+
+    columns = ["id", "vector"] + ([THUMBNAIL_COLUMN] if THUMBNAIL_COLUMN in data.schema.names else [])
+    parts = [data.to_table(columns=columns, filter=f, with_row_address=True) for f in id_filter(ids)]
     found = pa.concat_tables(parts) if parts else None
     have = found["id"].to_numpy() if found is not None else np.zeros(0, np.int64)
     missing = np.setdiff1d(ids, have)
@@ -209,9 +216,19 @@ class PendingForget:
     version: int  # the memory version the forget commits
     ids: np.ndarray  # (m,) int64
     stored: np.ndarray  # (m, dim) the vectors as the data table stores them (float32 or float16)
+    thumbnails: list  # the rows' thumbnails (bytes), those that have one
 
 
-def write_pending(store, version: int, ids: np.ndarray, stored: np.ndarray) -> None:
+def thumbnails_of(found: pa.Table) -> list:
+    """The thumbnails (bytes) of the rows :func:`rows_to_forget` found, rows without one left out."""
+    from .thumbnails import THUMBNAIL_COLUMN
+
+    if THUMBNAIL_COLUMN not in found.column_names:
+        return []
+    return [b for b in found[THUMBNAIL_COLUMN].to_pylist() if b is not None]
+
+
+def write_pending(store, version: int, ids: np.ndarray, stored: np.ndarray, thumbnails: list = ()) -> None:
     """Record, durably and before the commit, what the forget must still erase and check."""
     from .versioning import fsync_dir, write_atomically
 
@@ -224,6 +241,11 @@ def write_pending(store, version: int, ids: np.ndarray, stored: np.ndarray) -> N
             np.save(f, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
+    with (tmp / "thumbnails.arrow").open("wb") as f:
+        with pa.ipc.new_file(f, pa.schema([("thumbnail", pa.binary())])) as writer:
+            writer.write_table(pa.table({"thumbnail": pa.array(list(thumbnails), pa.binary())}))
+        f.flush()
+        os.fsync(f.fileno())
     write_atomically(tmp / "meta.json", json.dumps({"version": int(version)}) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -237,9 +259,12 @@ def read_pending(store) -> PendingForget | None:
         return None
     try:
         meta = json.loads((root / "meta.json").read_text())
+        thumbnails = root / "thumbnails.arrow"  # absent in a record written before thumbnails were kept
+        thumbnails = pa.ipc.open_file(pa.memory_map(str(thumbnails))).read_all()["thumbnail"].to_pylist() \
+            if thumbnails.exists() else []
         return PendingForget(int(meta["version"]), np.load(root / "ids.npy", allow_pickle=False),
-                             np.load(root / "vectors.npy", allow_pickle=False))
-    except (OSError, ValueError, KeyError) as exc:
+                             np.load(root / "vectors.npy", allow_pickle=False), thumbnails)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
         raise store._damage(PENDING_DIR, f"the record of an unfinished forget cannot be read ({exc}); "
                             "it is needed to finish erasing its rows") from None
 
@@ -267,7 +292,8 @@ def finish_pending_forget(store, head) -> tuple[tuple[int, int], int, int] | Non
         clear_pending(store)  # the forget never committed: its rows are still the memory's
         return None
     store.cleanup(head)
-    result = verify(store, pending.stored.astype(np.float32), store.dataset(DATA_TABLE), pending.stored)
+    result = verify(store, pending.stored.astype(np.float32), store.dataset(DATA_TABLE), pending.stored,
+                    thumbnails=pending.thumbnails)
     clear_pending(store)
     return result
 
@@ -282,27 +308,57 @@ def _committed_forget(store, version: int) -> bool:
 # -- the check -------------------------------------------------------------------------
 @dataclass
 class _Patterns:
-    """What the scan looks for: one 8-byte anchor per searchable vector."""
+    """What the scan looks for: byte strings (needles), each found by an 8-byte anchor inside it."""
 
-    vectors: np.ndarray  # (m, dim) float32, the searchable ones
-    anchors: np.ndarray  # (m,) uint64, sorted: two consecutive non-zero words of the vector
-    where: np.ndarray  # (m,) int64: the anchor's word offset inside its vector
-    rows: np.ndarray  # (m,) int64: the vector's row in the caller's array
+    needles: list  # the searchable ones, in anchor order
+    anchors: np.ndarray  # (m,) uint64, sorted: 8 bytes of the needle, read little-endian
+    where: np.ndarray  # (m,) int64: the anchor's byte offset inside its needle
+    rows: np.ndarray  # (m,) int64: the needle's index in the caller's list
     bitmap: np.ndarray  # (2**FILTER_BITS,) bool: buckets holding an anchor's first word
 
     @classmethod
-    def of(cls, vectors: np.ndarray) -> tuple["_Patterns", int]:
-        v = np.ascontiguousarray(vectors, np.float32)
-        words = v.view(np.uint32)  # (m, dim)
-        both = (words[:, :-1] != 0) & (words[:, 1:] != 0)  # (m, dim - 1)
-        # a 1-d vector is 4 bytes: too short to tell from any other word, so never searchable
-        rows = np.flatnonzero(both.any(1))  # none when dim == 1: (m, 0) has no anchors
-        where = both[rows].argmax(1) if both.shape[1] else np.zeros(0, np.int64)
-        anchors = words[rows, where].astype(np.uint64) | (words[rows, where + 1].astype(np.uint64) << 32)
+    def of(cls, needles: list, where: list) -> tuple["_Patterns", int]:
+        """``where[i]``: the anchor's offset in ``needles[i]``, None for a needle that has none."""
+        rows = [i for i, w in enumerate(where) if w is not None]
+        anchors = np.array([int.from_bytes(needles[i][where[i]:where[i] + 8], "little") for i in rows], np.uint64)
         order = np.argsort(anchors, kind="stable")
+        rows = np.asarray(rows, np.int64)[order]
         bitmap = np.zeros(1 << FILTER_BITS, bool)
         bitmap[_bucket((anchors & np.uint64(0xFFFFFFFF)).astype(np.uint32))] = True
-        return cls(v[rows[order]], anchors[order], where[order], rows[order], bitmap), len(v) - len(rows)
+        return cls([needles[i] for i in rows], anchors[order],
+                   np.asarray([where[i] for i in rows], np.int64), rows, bitmap), len(needles) - len(rows)
+
+
+def vector_needles(vectors: np.ndarray) -> tuple[list, list]:
+    """Each vector's bytes, anchored at its first two consecutive non-zero float32 words.
+
+    A vector without two (a 1-d one, or one of mostly zeros) looks like
+    padding: it cannot be told from other bytes and has no anchor.
+    """
+    v = np.ascontiguousarray(vectors, np.float32)
+    words = v.view(np.uint32)  # (m, dim)
+    both = (words[:, :-1] != 0) & (words[:, 1:] != 0)  # (m, dim - 1)
+    first = both.argmax(1) if both.shape[1] else np.zeros(len(v), np.int64)
+    searchable = both.any(1) if both.shape[1] else np.zeros(len(v), bool)
+    return [row.tobytes() for row in v], [4 * int(w) if ok else None for w, ok in zip(first, searchable)]
+
+
+def blob_needles(blobs: list) -> tuple[list, list]:
+    """Each blob (a thumbnail's encoded bytes), anchored at 8 bytes from its middle.
+
+    An encoded image's middle is compressed data, unlike its header, which
+    every thumbnail shares. Blobs of under 16 bytes have no anchor.
+    """
+    where = []
+    for blob in blobs:
+        at = None
+        for w in range(len(blob) // 2 - 4, len(blob) - 8) if len(blob) >= 16 else ():
+            window = blob[w:w + 8]
+            if window[:4] != bytes(4) and window[4:] != bytes(4) and len(set(window)) > 1:
+                at = w
+                break
+        where.append(at)
+    return list(blobs), where
 
 
 def _bucket(words: np.ndarray) -> np.ndarray:
@@ -335,7 +391,24 @@ def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES, ski
     >>> [(p.name, off, row) for p, off, row in hits], scanned, skipped
     ([('f.bin', 3, 0)], (1, 19), 0)
     """
-    patterns, skipped = _Patterns.of(vectors)
+    return find_bytes(root, *vector_needles(vectors), chunk_bytes=chunk_bytes, skip=skip, skip_files=skip_files)
+
+
+def find_bytes(root, needles: list, where: list, *, chunk_bytes: int = SCAN_CHUNK_BYTES, skip=(), skip_files=()):
+    """Where any of ``needles`` (byte strings, anchored at ``where``) occurs whole in the files under ``root``.
+
+    As :func:`find_vector_bytes`, for any bytes: :func:`vector_needles` and
+    :func:`blob_needles` make the needles and their anchors.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> blob = bytes(range(1, 40))
+    >>> _ = (d / "f.bin").write_bytes(b"ab" + blob)
+    >>> hits, scanned, skipped = find_bytes(d, *blob_needles([blob, b"short"]))
+    >>> [(p.name, off, row) for p, off, row in hits], scanned, skipped
+    ([('f.bin', 2, 0)], (1, 41), 1)
+    """
+    patterns, skipped = _Patterns.of(needles, where)
     skip = [Path(root) / s for s in skip]
     skip_files = {Path(root) / s for s in skip_files}
     paths = [path for path in sorted(p for p in Path(root).rglob("*") if p.is_file())
@@ -356,7 +429,6 @@ def find_vector_bytes(root, vectors, *, chunk_bytes: int = SCAN_CHUNK_BYTES, ski
 
 
 def _scan_file(path: Path, patterns: _Patterns, chunk_bytes: int):
-    vec_bytes = patterns.vectors.shape[1] * 4
     chunk_bytes = max(64, chunk_bytes - chunk_bytes % 4)
     with open(path, "rb") as f:
         fd = f.fileno()
@@ -375,7 +447,7 @@ def _scan_file(path: Path, patterns: _Patterns, chunk_bytes: int):
                 i = np.minimum(np.searchsorted(patterns.anchors, w), len(patterns.anchors) - 1)
                 pos, w = pos[patterns.anchors[i] == w], w[patterns.anchors[i] == w]
                 for p, window in zip(pos.tolist(), w):  # true anchor matches only: rare
-                    yield from _confirm(fd, size, base + shift + 4 * p, window, patterns, vec_bytes)
+                    yield from _confirm(fd, size, base + shift + 4 * p, window, patterns)
 
 
 def _find_few(path: Path, patterns: _Patterns):
@@ -384,7 +456,6 @@ def _find_few(path: Path, patterns: _Patterns):
     For one vector it reads a file 5-10x faster than the filter of
     :func:`_scan_file`, which pays for every word whatever the number of vectors.
     """
-    vec_bytes = patterns.vectors.shape[1] * 4
     with open(path, "rb") as f:
         fd = f.fileno()
         size = os.fstat(fd).st_size
@@ -395,19 +466,20 @@ def _find_few(path: Path, patterns: _Patterns):
                 needle = anchor.tobytes()  # little-endian: the two words in the order they are stored
                 at = view.find(needle)
                 while at >= 0:
-                    yield from _confirm(fd, size, at, anchor, patterns, vec_bytes)
+                    yield from _confirm(fd, size, at, anchor, patterns)
                     at = view.find(needle, at + 1)
 
 
-def _confirm(fd, size: int, at: int, window, patterns: _Patterns, vec_bytes: int):
-    """Compare in full every vector whose anchor equals the window at file offset ``at``."""
+def _confirm(fd, size: int, at: int, window, patterns: _Patterns):
+    """Compare in full every needle whose anchor equals the window at file offset ``at``."""
     lo = np.searchsorted(patterns.anchors, window, "left")
     hi = np.searchsorted(patterns.anchors, window, "right")
     for i in range(lo, hi):
-        start = at - 4 * int(patterns.where[i])
-        if start < 0 or start + vec_bytes > size:
+        needle = patterns.needles[i]
+        start = at - int(patterns.where[i])
+        if start < 0 or start + len(needle) > size:
             continue
-        if os.pread(fd, vec_bytes, start) == patterns.vectors[i].tobytes():
+        if os.pread(fd, len(needle), start) == needle:
             yield start, int(patterns.rows[i])
 
 
@@ -440,31 +512,57 @@ def as_scanned(stored: np.ndarray) -> np.ndarray:
 
 
 def verify(store, vectors: np.ndarray, data, stored: np.ndarray | None = None, *,
-           untouched=frozenset()) -> tuple[tuple[int, int], int, int]:
-    """Raise ForgetError if a forgotten vector's bytes are in any file of the memory but ``untouched``.
+           untouched=frozenset(), thumbnails: list = ()) -> tuple[tuple[int, int], int, int]:
+    """Raise ForgetError if a forgotten vector's or thumbnail's bytes are in any file but ``untouched``.
 
     ``vectors`` are float32, ``stored`` as the data table holds them (default:
-    the same). ``untouched``: data files that held none of the rows (see
-    :func:`holders_gone`), not read again. Returns the scan's (files, bytes),
-    the vectors that could not be searched for, and those still held by a kept
-    row (duplicates).
+    the same). ``thumbnails``: the forgotten rows' thumbnails (bytes), looked
+    for in the same pass over the files. ``untouched``: data files that held
+    none of the rows (see :func:`holders_gone`), not read again. Returns the
+    scan's (files, bytes), the needles that could not be searched for, and
+    those still held by a kept row (duplicates).
     """
-    hits, scanned, skipped = find_vector_bytes(store.path, as_scanned(vectors if stored is None else stored),
-                                               skip=(PENDING_DIR,), skip_files=untouched)
+    needles, where = vector_needles(as_scanned(vectors if stored is None else stored))
+    blobs, blob_where = blob_needles(list(thumbnails))
+    hits, scanned, skipped = find_bytes(store.path, needles + blobs, where + blob_where,
+                                        skip=(PENDING_DIR,), skip_files=untouched)
     if not hits:
         return scanned, skipped, 0
+    m = len(needles)
     rows = np.unique([row for _, _, row in hits])
-    held = held_by(data, vectors[rows])
+    vector_rows, blob_rows = rows[rows < m], rows[rows >= m]
+    held = np.concatenate([held_by(data, vectors[vector_rows]),
+                           thumbnails_held_by(data, [blobs[r - m] for r in blob_rows])])
     not_held = set(rows[~held].tolist())
     bad = [(p, off, row) for p, off, row in hits if row in not_held]
     if bad:
         where = sorted({str(p.relative_to(store.path)) for p, _, _ in bad})
+        n_vectors = len({r for _, _, r in bad if r < m})
+        n_thumbs = len({r for _, _, r in bad if r >= m})
+        what = " and ".join(part for part in (f"{n_vectors} forgotten vector(s)" if n_vectors else "",
+                                               f"{n_thumbs} forgotten thumbnail(s)" if n_thumbs else "") if part)
         raise ForgetError(
-            f"after erasing, the bytes of {len({r for _, _, r in bad})} forgotten vector(s) are still in "
+            f"after erasing, the bytes of {what} are still in "
             f"{len(where)} file(s) under {str(store.path)!r}, e.g. {where[:3]}. The rows are gone from "
             "every version but their bytes are not. If memstore did not write these files, delete them "
             "yourself; if it did, this is a bug: please report it with the file names")
     return scanned, skipped, int(held.sum())
+
+
+def thumbnails_held_by(data, blobs: list) -> np.ndarray:
+    """(m,) bool: which of ``blobs`` equal the thumbnail of a row the data table keeps."""
+    from .thumbnails import THUMBNAIL_COLUMN
+
+    held = np.zeros(len(blobs), bool)
+    if not blobs or THUMBNAIL_COLUMN not in data.schema.names:
+        return held
+    want = {b: i for i, b in enumerate(blobs)}
+    for batch in data.to_batches(columns=[THUMBNAIL_COLUMN]):
+        for value in batch.column(0).to_pylist():
+            i = want.get(value)
+            if i is not None:
+                held[i] = True
+    return held
 
 
 def holders_gone(store, holders: Holders) -> tuple[int, int]:
@@ -511,8 +609,9 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         holders = Holders.of(data, data_fragments)
         stored = vectors_as_numpy(found["vector"], stored=True)
         vectors = stored.astype(np.float32, copy=False)
+        thumbnails = thumbnails_of(found)
         n_alive, state_fragments = state_rows(tx.table(STATE_TABLE).to_lance(), ids)
-        write_pending(store, tx.version, found["id"].to_numpy(), stored)
+        write_pending(store, tx.version, found["id"].to_numpy(), stored, thumbnails)
         lap("select")
         erase(tx, ids)
         lap("erase")
@@ -528,7 +627,7 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         lap("cleanup")
         replaced, untouched = holders_gone(store, holders)
         (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE), stored,
-                                              untouched=holders.untouched)
+                                              untouched=holders.untouched, thumbnails=thumbnails)
         clear_pending(store)  # last: until here, the next writer would finish this forget
         lap("verify")
     if rebuild_index is not None:
@@ -537,11 +636,11 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
             store.cleanup(store.head())
             replaced, untouched = holders_gone(store, holders)
             (files, size), skipped, held = verify(store, vectors, store.dataset(DATA_TABLE), stored,
-                                                  untouched=holders.untouched)
+                                                  untouched=holders.untouched, thumbnails=thumbnails)
         lap("rebuild_index")
     return ForgetReport(version=head.version, rows=len(ids), rows_alive=n_alive, files_scanned=files,
                         bytes_scanned=size, unverifiable=skipped, still_held=held, seconds=seconds,
-                        files_replaced=replaced, bytes_untouched=untouched)
+                        files_replaced=replaced, bytes_untouched=untouched, thumbnails=len(thumbnails))
 
 
 __all__ = ["ForgetReport", "find_vector_bytes", "forget_rows", "vector_hashes"]

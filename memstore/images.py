@@ -9,7 +9,9 @@ before the (slow) encoding starts, encodes, and builds the provenance:
 - ``content_hash``: SHA-256/128 of the image itself (its pixels, or the file's
   bytes), so duplicate images can be found with SQL whatever the encoder;
 - ``encoder``: the encoder's name, so a memory never mixes feature spaces
-  unknowingly.
+  unknowingly;
+- ``thumbnail``: a small preview of the image (``memstore.thumbnails``), unless
+  ``thumbnails=None``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def image_hashes(images) -> list[str]:
     return out
 
 
-def prepare(images, labels, encoder, provenance: dict | None, *, batch_size: int, progress):
+def prepare(images, labels, encoder, provenance: dict | None, *, batch_size: int, progress,
+            thumbnails: int | None = None):
     """(vectors, labels, provenance) ready for ``Memory.add``."""
     provenance = dict(provenance or {})
     dataset = images if hasattr(images, "images") and hasattr(images, "labels") else None
@@ -66,6 +69,10 @@ def prepare(images, labels, encoder, provenance: dict | None, *, batch_size: int
         provenance["uri"] = [str(i) for i in checked]
     provenance.setdefault("content_hash", image_hashes(checked))
     provenance.setdefault("encoder", encoder.name)
+    if thumbnails is not None:
+        from .thumbnails import THUMBNAIL_COLUMN, make_thumbnails
+
+        provenance.setdefault(THUMBNAIL_COLUMN, make_thumbnails(checked, thumbnails))
     vectors = encoder.encode(items, batch_size=batch_size, progress=progress)
     return vectors, labels, provenance
 

@@ -64,6 +64,14 @@ def _show_progress(progress: bool | None, rows: int) -> bool:
     return (sys.stderr.isatty() and rows >= PROGRESS_MIN_ROWS) if progress is None else progress
 
 
+def _extra_field(name: str, arrow_type: pa.DataType) -> pa.Field:
+    """The field of an extra column; thumbnails are stored uncompressed, for forget's scan."""
+    from .thumbnails import THUMBNAIL_COLUMN, thumbnail_field
+
+    return thumbnail_field() if name == THUMBNAIL_COLUMN and arrow_type == pa.binary() else \
+        pa.field(name, arrow_type)
+
+
 def _chooses_rows_under_the_lock(method):
     """Writes whose SELECT chooses rows hold the write lock from the SELECT to the commit.
 
@@ -584,7 +592,7 @@ class Memory:
 
     def add_images(self, images, labels=None, encoder=None, provenance: dict | None = None,
                    weights=None, message: str | None = None, *, batch_size: int = 64,
-                   progress: bool | None = None) -> WriteResult:
+                   progress: bool | None = None, thumbnails: int | None = 64) -> WriteResult:
         """Encode images with a frozen encoder and add them in one version.
 
         Parameters
@@ -598,10 +606,15 @@ class Memory:
         provenance : as in :meth:`add`; ``content_hash`` defaults to the
             SHA-256/128 of the image, ``encoder`` to the encoder's name and
             ``uri`` to the file path or dataset uri.
+        thumbnails : pixels on the longer side of the preview kept per row in
+            the ``thumbnail`` column (``memstore.thumbnails``; ``memstore serve``
+            shows them, ``forget`` erases them with the row), or None for none.
         """
         from . import images as image_input
+        from .thumbnails import check_size
 
         self._check_writable()
+        thumbnails = check_size(thumbnails)
         if encoder is None:
             from .encoders import efficientnet_lite0
 
@@ -611,18 +624,19 @@ class Memory:
                 f"encoder {encoder.name!r} gives {encoder.dim}-d vectors but this memory holds "
                 f"{self.dim}-d ones; use the encoder that filled it, or another memory")
         vectors, labels, provenance = image_input.prepare(
-            images, labels, encoder, provenance, batch_size=batch_size, progress=progress)
+            images, labels, encoder, provenance, batch_size=batch_size, progress=progress,
+            thumbnails=thumbnails)
         return self.add(vectors, labels, provenance=provenance, weights=weights,
                         message=message or f"{len(vectors)} images encoded by {encoder.name}")
 
     def _sample_tables(self, tx, batch: ingest.Batch, vector_dtype: str):
         """The data and state tables, created by the first add, widened for new extra columns."""
         if not tx.has_table(DATA_TABLE):
-            extras = [pa.field(k, v.type) for k, v in batch.extras.items()]
+            extras = [_extra_field(k, v.type) for k, v in batch.extras.items()]
             return (tx.create_table(DATA_TABLE, data_schema(batch.vectors.shape[1], extras, vector_dtype)),
                     tx.create_table(STATE_TABLE, state_schema(batch.labels.type)))
         data = tx.table(DATA_TABLE)
-        new = [pa.field(k, v.type) for k, v in batch.extras.items() if k not in data.schema.names]
+        new = [_extra_field(k, v.type) for k, v in batch.extras.items() if k not in data.schema.names]
         if new:
             data.add_columns(new)  # all-null for earlier rows; metadata only, no rewrite
         for name, arr in batch.extras.items():
