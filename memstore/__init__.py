@@ -2,7 +2,7 @@
 
 >>> import memstore
 >>> sorted(n for n in memstore.__all__ if n[0].islower())
-['build_datastore', 'open']
+['build_datastore', 'connect', 'open']
 >>> memstore.KNNClassifier(k=10).k
 10
 """
@@ -40,7 +40,8 @@ __version__ = "0.1.0"
 _LAZY = {"open": "memstore.memory", "Memory": "memstore.memory", "WriteResult": "memstore.memory",
          "KNNClassifier": "memstore.heads.knn", "KNNLM": "memstore.heads.knnlm",
          "KNNLogitsProcessor": "memstore.heads.knnlm", "build_datastore": "memstore.heads.knnlm",
-         "ResMem": "memstore.heads.resmem", "RACClassifier": "memstore.heads.rac"}
+         "ResMem": "memstore.heads.resmem", "RACClassifier": "memstore.heads.rac",
+         "connect": "memstore.client", "RemoteMemory": "memstore.client"}
 
 
 def __getattr__(name):
@@ -63,6 +64,8 @@ def __dir__():
 
 __all__ = [
     "open",
+    "connect",
+    "RemoteMemory",
     "KNNClassifier",
     "KNNLM",
     "KNNLogitsProcessor",

@@ -5,14 +5,15 @@ starts with no sandbox and no background networking, and the page must load noth
 outside (requests to any other host fail the test). Screenshots go to the test's directory.
 """
 
-import socket
-import threading
-import time
+import contextlib
+import io
 
+import numpy as np
 import pytest
-import uvicorn
 from playwright.sync_api import expect, sync_playwright
+from serving import serving
 
+import memstore
 from memstore.server import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -20,36 +21,54 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture
 def server(served):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(served.path, allow_writes=True), host="127.0.0.1", port=port,
-                            log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if running.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(timeout=30)
+    with serving(create_app(served.path, allow_writes=True)) as url:
+        yield url
 
 
-@pytest.fixture
-def page(server):
+@contextlib.contextmanager
+def browsing(url):
+    """A page of headless chromium at ``url``; it must request nothing from any other host."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--no-sandbox", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         outside = []
-        page.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
+        local = (url, "data:", "blob:")  # thumbnails come inline; an upload's preview is a blob
+        page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
         page.set_default_timeout(20_000)
-        page.goto(server + "/")
+        page.goto(url + "/")
         yield page
         browser.close()
         assert not outside, f"the page loaded from outside: {outside}"
+
+
+@pytest.fixture
+def page(server):
+    with browsing(server) as page:
+        yield page
+
+
+@pytest.fixture
+def pictures(tmp_path, rng):
+    """A memory of 150 8 x 8 images (three classes: a bright left half, top half or diagonal, in
+    noise; three rows mislabelled), flattened by a torch encoder; quality estimated."""
+    import torch
+
+    from memstore.encoders import TorchEncoder
+
+    mem = memstore.open(tmp_path / "pictures.mem")
+    mem.encoder = TorchEncoder(torch.nn.Flatten(), dim=192, name="test/flatten", device="cpu")
+    y = np.arange(150) % 3
+    rows, cols = np.mgrid[:8, :8]
+    shapes = np.stack([cols < 4, rows < 4, np.abs(rows - cols) < 2]) * 200
+    mem.images = np.clip(shapes[y] + rng.integers(0, 60, (150, 8, 8)), 0, 255).astype(np.uint8)
+    labels = np.array(["left", "top", "diagonal"])[y]
+    labels[[0, 3, 6]] = "top"  # three wrong labels, for the quality page to find
+    mem.add_images(mem.images, labels, encoder=mem.encoder)
+    mem.estimate_quality(k=5)
+    with serving(create_app(mem.path, encoder=mem.encoder)) as url, browsing(url) as page:
+        page.memory = mem
+        yield page
 
 
 def test_overview_then_a_row_its_neighbours_and_its_decision(page, served, tmp_path):
@@ -101,3 +120,35 @@ def test_sql_versions_and_a_diff(page, served, tmp_path):
     page.click("nav >> text=Samples")
     expect(page.locator("#samples-count")).to_contain_text("version 1")
     expect(page.locator("#samples tbody tr").first.locator("td").nth(1)).to_have_text(served.y[0])
+
+
+def _loaded_images(locator) -> int:
+    return locator.evaluate_all("imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length")
+
+
+def test_samples_as_thumbnails_a_row_with_its_pictures_and_an_uploaded_image(pictures, tmp_path):
+    from PIL import Image
+
+    page = pictures
+    page.click("nav >> text=Samples")
+    cards = page.locator("#samples-grid a.card")
+    expect(cards).to_have_count(100)
+    assert _loaded_images(page.locator("#samples-grid img")) == 100
+    page.screenshot(path=tmp_path / "samples-grid.png")
+    page.fill("#where", "label = 'diagonal'")
+    page.click("#samples-form button")
+    expect(page.locator("#samples-count")).to_contain_text("50 rows; 1-50 shown")  # not "150 rows; 1-100"
+    cards.first.click()
+    expect(page.locator("#row-id")).to_have_text("2")
+    assert _loaded_images(page.locator("#row-picture img, #row-neighbours img")) == 11
+    page.click("nav >> text=Overview")
+    image = tmp_path / "query.png"
+    Image.fromarray(page.memory.images[4]).save(image)  # row 4's own image: it is its own nearest row
+    page.set_input_files("#upload", str(image))
+    page.click("#upload-form button")
+    expect(page.locator("#upload-prediction")).to_contain_text("predicted top")
+    expect(page.locator("#upload-explanation tbody tr").first.locator("td").nth(2)).to_have_text("4")
+    page.screenshot(path=tmp_path / "upload.png")
+    page.click("nav >> text=Quality")
+    expect(page.locator("#quality tbody tr").first).to_be_visible()
+    assert _loaded_images(page.locator("#quality img")) >= 6

@@ -172,3 +172,102 @@ def test_memstore_serve_answers_over_http(served, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# -- images: thumbnails and query by example -------------------------------------------
+@pytest.fixture
+def pictured(tmp_path, rng):
+    """A memory of 30 random 8 x 8 grayscale images, flattened to 192-d by a torch encoder."""
+    import torch
+
+    from memstore.encoders import TorchEncoder
+
+    mem = memstore.open(tmp_path / "pictured.mem")
+    mem.encoder = TorchEncoder(torch.nn.Flatten(), dim=192, name="test/flatten", device="cpu")
+    mem.images = rng.integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    mem.add_images(mem.images, np.array(["a", "b", "c"])[np.arange(30) % 3], encoder=mem.encoder)
+    return mem
+
+
+def test_thumbnails_inline_in_pages_and_as_files(pictured):
+    import base64
+
+    client = TestClient(create_app(pictured.path))
+    assert ok(client.get("/api/overview"))["thumbnails"] is True
+    stored = dict(pictured.sql("SELECT id, thumbnail FROM samples").fetchall())
+    page = ok(client.get("/api/samples", params={"thumbnails": True, "limit": 3}))
+    assert [base64.b64decode(r["thumbnail"].split(",", 1)[1]) for r in page["rows"]] == [stored[i] for i in range(3)]
+    assert page["rows"][0]["thumbnail"].startswith("data:image/webp;base64,")
+    assert "thumbnail" not in ok(client.get("/api/samples"))["rows"][0]  # only when asked
+    image = client.get("/api/rows/4/thumbnail")
+    assert image.status_code == 200 and image.content == stored[4]
+    assert image.headers["content-type"] == "image/webp" and image.headers["cache-control"] == "no-store"
+    row = ok(client.get("/api/rows/4", params={"k": 3}))
+    assert row["thumbnail"] and all(n["thumbnail"] for n in row["neighbours"]) and "thumbnail" not in row["row"]
+    sql = ok(client.post("/api/sql", json={"query": "SELECT id, thumbnail FROM samples LIMIT 2"}))
+    assert sql["omitted_columns"] == ["thumbnail"] and sql["rows"] == [{"id": 0}, {"id": 1}]
+
+
+def test_a_memory_without_thumbnails_says_so(served):
+    client = TestClient(create_app(served.path))
+    assert ok(client.get("/api/overview"))["thumbnails"] is False
+    missing = client.get("/api/rows/4/thumbnail")
+    assert missing.status_code == 404 and "keeps none" in missing.json()["detail"]
+    assert "thumbnail" not in ok(client.get("/api/samples", params={"thumbnails": True}))["rows"][0]
+
+
+def test_an_uploaded_image_is_explained_by_the_rows_nearest_it(pictured):
+    import io
+
+    from PIL import Image
+
+    client = TestClient(create_app(pictured.path, encoder=pictured.encoder))
+    upload = io.BytesIO()
+    Image.fromarray(pictured.images[7]).save(upload, format="PNG")  # row 7's image, lossless
+    decision = ok(client.post("/api/explain-image", params={"k": 5}, content=upload.getvalue(),
+                              headers={"Content-Type": "image/png"}))
+    head = memstore.KNNClassifier(k=5).fit(pictured)
+    want = head.explain(pictured.encoder.encode(pictured.images[7:8]))
+    assert [n["id"] for n in decision["neighbours"]] == want["id"].to_pylist()
+    assert decision["neighbours"][0]["id"] == 7 and decision["neighbours"][0]["distance"] < 1e-6
+    assert decision["predicted"] == head.predict(pictured.encoder.encode(pictured.images[7:8]))[0]
+    assert sum(decision["probabilities"].values()) == pytest.approx(1.0)
+    assert decision["neighbours"][0]["thumbnail"].startswith("data:image/webp")
+
+
+def test_uploads_that_cannot_be_explained_get_clear_errors(pictured, served):
+    client = TestClient(create_app(pictured.path, encoder=pictured.encoder))
+    garbage = client.post("/api/explain-image", content=b"not an image", headers={"Content-Type": "image/png"})
+    assert garbage.status_code == 400 and "not an image" in garbage.json()["detail"]
+    assert client.post("/api/explain-image", content=b"").status_code == 400
+    unknown = TestClient(create_app(pictured.path)).post("/api/explain-image", content=b"x" * 10)
+    assert unknown.status_code == 400
+    from PIL import Image
+    import io
+
+    huge = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(huge, format="PNG")  # 48M pixels in about 50 KB
+    refused = client.post("/api/explain-image", content=huge.getvalue())
+    assert refused.status_code == 400 and "pixels" in refused.json()["detail"]
+    no_encoder = TestClient(create_app(pictured.path)).post("/api/explain-image", content=_png())
+    assert no_encoder.status_code == 400 and "test/flatten" in no_encoder.json()["detail"]
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (8, 8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_body_without_a_length_is_refused(served):
+    client = TestClient(create_app(served.path))
+
+    def chunks():
+        yield b'{"query": "SELECT 1"}'
+
+    refused = client.post("/api/sql", content=chunks(), headers={"Content-Type": "application/json"})
+    assert refused.status_code == 411

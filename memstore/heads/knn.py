@@ -158,30 +158,40 @@ class KNNClassifier(ClassifierMixin, MemoryHead):
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None):
-        """Read a memory (``mem`` or ``mem.at(version)``), or arrays X (n, dim), y (n,).
+        """Read a memory (``mem`` or ``mem.at(version)``), a served one
+        (``memstore.connect``), or arrays X (n, dim), y (n,).
 
         Nothing is learned: the head keeps the rows' ids, labels and weights
-        and a search over their vectors.
+        and a search over their vectors (on a served memory, the server's).
         """
+        from ..client import RemoteMemory
         from ..memory import Memory
 
         self._validate_params()
-        if isinstance(X, Memory):
+        if isinstance(X, (Memory, RemoteMemory)):
             if y is not None or sample_weight is not None:
                 raise InvalidInputError("fit(memory) reads labels and weights from the memory; "
                                         "do not pass y or sample_weight")
-            # keep the snapshot and its rows, not the handle's caches: a later write
-            # through ``X`` moves the handle on, while this head stays at its version
-            samples, self._snapshot = X.samples, X._snapshot
-            self.memory_, self.memory_version_ = X, X.version
-            self.ids_, labels, weights = samples.ids, samples.labels, samples.weights
-            self._searcher = X.searcher(self.metric, self.index, nprobes=self.nprobes,
-                                        refine_factor=self.refine_factor, device=self.device) \
-                if len(samples) else None
+            samples = X.samples
+            self.memory_, self.ids_, labels, weights = X, samples.ids, samples.labels, samples.weights
+            if isinstance(X, RemoteMemory):  # memstore.connect: the server searches, at this version
+                self._snapshot, self.memory_version_ = None, samples.version
+                self._taxonomy = X.taxonomy if self.level is not None else None
+                self._searcher = X.searcher(self.metric, self.index, version=samples.version, ids=samples.ids)
+            else:
+                # keep the snapshot and its rows, not the handle's caches: a later write
+                # through ``X`` moves the handle on, while this head stays at its version
+                self._snapshot, self.memory_version_ = X._snapshot, X.version
+                self._taxonomy = self._snapshot.taxonomy if self.level is not None else None
+                self._searcher = X.searcher(self.metric, self.index, nprobes=self.nprobes,
+                                            refine_factor=self.refine_factor, device=self.device) \
+                    if len(samples) else None
+            vectors, self._offsets = samples.vectors, samples.offsets
             n, dim = samples.vectors.shape
         else:
             vectors, labels, weights = self._check_arrays(X, y, sample_weight)
-            self.memory_, self.memory_version_, self._snapshot = None, None, None
+            self.memory_, self.memory_version_, self._snapshot, self._taxonomy = None, None, None, None
+            self._offsets = None
             n, dim = vectors.shape
             self.ids_ = np.arange(n, dtype=np.int64)
             self._searcher = ExactSearch(vectors, self.metric, device=self.device) if n else None
@@ -197,8 +207,7 @@ class KNNClassifier(ClassifierMixin, MemoryHead):
         self.classes_ = classes.to_numpy(zero_copy_only=False)
         self._codes = pc.index_in(labels, classes).to_numpy()  # (n,) class index of each row
         self._labels = labels
-        self._vectors = samples.vectors if self._snapshot is not None else vectors
-        self._offsets = samples.offsets if self._snapshot is not None else None
+        self._vectors = vectors
         self._weights = weights if self.use_weights else np.ones(n, np.float32)
         self.n_samples_fit_, self.n_features_in_ = n, dim
         return self
@@ -224,7 +233,7 @@ class KNNClassifier(ClassifierMixin, MemoryHead):
         """The rows' labels read at ``level`` of the memory's taxonomy (memstore.taxonomy)."""
         from ..taxonomy import labels_at_level
 
-        taxonomy = self._snapshot.taxonomy if self._snapshot is not None else None
+        taxonomy = self._taxonomy
         if taxonomy is None or not taxonomy.num_rows:
             raise InvalidInputError(
                 f"level={self.level!r} needs a memory with a taxonomy: fit(memory) after "

@@ -13,16 +13,19 @@ one. Writes made through the server name the token in the audit row.
 
 from __future__ import annotations
 
+import base64
 import hmac
+import io
 import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -37,6 +40,7 @@ from memstore.errors import (
     UnknownIdsError,
     VersionNotFoundError,
 )
+from memstore.thumbnails import MIME_TYPE, THUMBNAIL_COLUMN
 from memstore.versioning import audit_user
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -49,8 +53,14 @@ MAX_BODY_BYTES = 1 << 20
 MAX_QUERY_CHARS = 20_000
 #: neighbours a request may ask for
 MAX_K = 200
+#: query vectors (or query rows) one search, classify or explain request may carry
+MAX_QUERIES = 1_024
+#: pixels of an uploaded image, at most (a small file can decode to a huge image)
+MAX_UPLOAD_PIXELS = 40_000_000
 #: pinned versions (and fitted heads) kept open between requests
 CACHED_VERSIONS = 8
+#: the media type of Arrow's IPC stream, for results a client reads as Arrow tables
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 _STATUS = [(VersionNotFoundError, 404), (UnknownIdsError, 404), (ReadOnlyError, 403),
            (QueryLimitError, 413), (SQLError, 400), (InvalidInputError, 400), (MemstoreError, 400)]
@@ -62,6 +72,31 @@ class SQLRequest(BaseModel):
     limit: int = Field(default=MAX_ROWS, ge=1, le=SQL_MAX_ROWS)
 
 
+Version = Annotated[str | None, Field(default=None, max_length=200, description="a version number or tag; "
+                                                                               "default the newest")]
+Vector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=65_536)]
+
+
+class SearchRequest(BaseModel):
+    """Queries as vectors, or as rows of the memory (``ids``: each searches with its own vector, leaving itself out)."""
+
+    vectors: list[Vector] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
+    ids: list[int] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    metric: Literal["cosine", "dot", "l2"] = "cosine"
+    version: Version = None
+
+
+class ClassifyRequest(BaseModel):
+    """Queries for the kNN classifier (``memstore.KNNClassifier``) fitted on the version."""
+
+    vectors: list[Vector] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
+    ids: list[int] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
+    k: int = Field(default=50, ge=1, le=MAX_K)
+    voting: Literal["plurality", "distance", "softmax", "rank"] = "rank"
+    version: Version = None
+
+
 class ForgetRequest(BaseModel):
     ids: list[int] = Field(min_length=1, max_length=MAX_ROWS)
     message: str | None = Field(default=None, max_length=2_000)
@@ -70,9 +105,10 @@ class ForgetRequest(BaseModel):
 class Memories:
     """The served memory: a handle at the newest version, pinned handles and fitted heads, kept a while."""
 
-    def __init__(self, path: Path, *, writable: bool):
+    def __init__(self, path: Path, *, writable: bool, encoder=None):
         self.path = path
         self.writable = writable
+        self._encoder = encoder
         self.head = memstore.open(path, create=False, read_only=not writable)
         self.lock = threading.RLock()  # a Memory handle is used by one request at a time
         self._pinned: OrderedDict = OrderedDict()
@@ -97,6 +133,21 @@ class Memories:
         return _recent(self._heads, key)
 
 
+    def encoder(self, mem):
+        """The encoder that filled the memory, for uploaded images: the one given, or loaded by its name."""
+        if self._encoder is None:
+            from memstore.encoders.efficientnet import NAME, efficientnet_lite0
+
+            names = [r[0] for r in mem.sql("SELECT DISTINCT encoder FROM samples WHERE encoder IS NOT NULL "
+                                           "LIMIT 3").fetchall()] if "encoder" in _columns(mem) else []
+            if names != [NAME]:
+                raise InvalidInputError(
+                    f"this memory's rows were encoded by {names or 'no recorded encoder'}; the server loads "
+                    f"only {NAME!r} by name. Start it with create_app(path, encoder=...) to encode uploads")
+            self._encoder = efficientnet_lite0()
+        return self._encoder
+
+
 def _recent(cache: OrderedDict, key):
     cache.move_to_end(key)
     while len(cache) > CACHED_VERSIONS:
@@ -104,7 +155,8 @@ def _recent(cache: OrderedDict, key):
     return cache[key]
 
 
-def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool = False) -> FastAPI:
+def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool = False,
+               encoder=None) -> FastAPI:
     """The FastAPI app serving the memory at ``path``.
 
     Parameters
@@ -114,6 +166,9 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
         as ``Authorization: Bearer <secret>`` (or ``?token=`` for the page's links),
         and writes name the token in the audit row.
     allow_writes : serve ``POST /api/forget``; without it the server refuses writes.
+    encoder : the ``memstore.encoders.Encoder`` that encodes uploaded images
+        (``POST /api/explain-image``); default: the memory's recorded encoder,
+        if it is one memstore loads by name (EfficientNet-Lite0).
 
     Examples
     --------
@@ -124,7 +179,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
     >>> TestClient(create_app(path)).get("/api/overview").json()["rows"]
     3
     """
-    memories = Memories(Path(path), writable=allow_writes)
+    memories = Memories(Path(path), writable=allow_writes, encoder=encoder)
     app = FastAPI(title="memstore", version=_version(),
                   description=f"The memory at {path}: samples, neighbours, decisions, versions and SQL.")
     caller = _authenticate(tokens)
@@ -137,6 +192,10 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
     @app.middleware("http")
     async def bounded_body(request: Request, call_next):
         length = request.headers.get("content-length")
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            # a chunked body has no length to check before it is read
+            return JSONResponse({"error": "LengthRequired", "detail": "send a Content-Length with the body"},
+                                status_code=411)
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return JSONResponse({"error": "TooLarge", "detail": f"a request body is at most {MAX_BODY_BYTES} "
                                  "bytes; send fewer ids or a shorter query"}, status_code=413)
@@ -156,7 +215,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             info = mem.info()
             labels = mem.sql("SELECT label, count(*) AS rows FROM samples GROUP BY label ORDER BY rows DESC, label")
             info.update(labels=_rows(labels.to_arrow_table()), index=mem.index_info(),
-                        writable=memories.writable, columns=_columns(mem))
+                        writable=memories.writable, columns=_columns(mem), thumbnails=_has_thumbnails(mem))
             return _clean(info)
 
     @app.get("/api/samples")
@@ -165,6 +224,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
                                           description="an SQL condition on samples' columns"),
                 order: str = Query("id", max_length=200), descending: bool = False,
                 offset: int = Query(0, ge=0, le=10**12), limit: int = Query(100, ge=1, le=MAX_ROWS),
+                thumbnails: bool = Query(False, description="each row's thumbnail inline, as a data: URI"),
                 who: str = Depends(caller)):
         """A page of rows (without vectors), filtered by ``where`` and sorted by ``order``."""
         with memories.lock:
@@ -174,10 +234,14 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
                 raise InvalidInputError(f"cannot sort by {order!r}: the columns are {columns}")
             condition = f"WHERE ({where})" if where and where.strip() else ""
             total = mem.sql(f"SELECT count(*) FROM samples {condition}").fetchall()[0][0]
-            page = mem.sql(f'SELECT * EXCLUDE (vector) FROM samples {condition} ORDER BY "{order}" '
+            shown = _select(columns + ([THUMBNAIL_COLUMN] if thumbnails and _has_thumbnails(mem) else []))
+            page = mem.sql(f'SELECT {shown} FROM samples {condition} ORDER BY "{order}" '
                            f'{"DESC" if descending else "ASC"}, id LIMIT {limit} OFFSET {offset}')
-            return _clean({"version": mem.version, "total": total, "offset": offset,
-                           "rows": _rows(page.to_arrow_table())})
+            rows = _rows(page.to_arrow_table())
+            for r in rows:
+                if r.get(THUMBNAIL_COLUMN) is not None:
+                    r[THUMBNAIL_COLUMN] = _data_uri(r[THUMBNAIL_COLUMN])
+            return _clean({"version": mem.version, "total": total, "offset": offset, "rows": rows})
 
     @app.get("/api/rows/{row_id}")
     def row(row_id: int, version: str | None = Query(None, max_length=200), k: int = Query(10, ge=1, le=MAX_K),
@@ -185,14 +249,28 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
         """A row: its provenance, its label and weight across versions, and its nearest neighbours."""
         with memories.lock:
             mem = memories.at(version)
-            found = mem.sql(f"SELECT * EXCLUDE (vector) FROM samples WHERE id = {row_id}").to_arrow_table()
+            found = mem.sql(f"SELECT {_select(_columns(mem))} FROM samples WHERE id = {row_id}").to_arrow_table()
             history = _rows(mem.sql(f"SELECT label, weight, wrong_count, valid_from, valid_to FROM history "
                                     f"WHERE id = {row_id} ORDER BY valid_from").to_arrow_table())
             if not found.num_rows:
                 raise UnknownIdsError(f"row {row_id} is not in version {mem.version}"
                                       + (" (it was pruned; its history is kept)" if history else ""))
             return _clean({"version": mem.version, "row": _rows(found)[0], "history": history,
+                           "thumbnail": _thumbnails(mem, [row_id]).get(row_id),
                            "neighbours": _neighbours(mem, [row_id], k)[0]})
+
+    @app.get("/api/rows/{row_id}/thumbnail", response_class=Response,
+             responses={200: {"content": {MIME_TYPE: {}}}, 404: {"description": "no such row, or no thumbnail"}})
+    def thumbnail(row_id: int, version: str | None = Query(None, max_length=200), who: str = Depends(caller)):
+        """The row's thumbnail (``memstore.thumbnails``), as the image file itself."""
+        with memories.lock:
+            mem = memories.at(version)
+            blob = _thumbnail_bytes(mem, [row_id]).get(row_id)
+            if blob is None:
+                raise UnknownIdsError(f"row {row_id} of version {mem.version} has no thumbnail"
+                                      + ("" if _has_thumbnails(mem) else ": the memory keeps none"))
+            # no-store: a forgotten row's thumbnail must not outlive it in a browser's cache
+            return Response(blob, media_type=MIME_TYPE, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/rows/{row_id}/explain")
     def explain(row_id: int, version: str | None = Query(None, max_length=200),
@@ -204,15 +282,70 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             if k >= len(mem):
                 raise InvalidInputError(f"k={k} needs more than {len(mem)} rows; ask for fewer neighbours")
             table = memories.knn(mem, k, voting).explain(ids=[row_id])
-            table = table.drop_columns([c for c in ("query", "memory_version") if c in table.column_names])
-            neighbours = _rows(table)
-            shares: dict = {}
-            for n in neighbours:
-                shares[str(n["label"])] = shares.get(str(n["label"]), 0.0) + n["share"]
             return _clean({"version": mem.version, "id": row_id, "k": k, "voting": voting,
-                           "predicted": neighbours[0]["predicted"] if neighbours else None,
-                           "probabilities": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
-                           "neighbours": neighbours})
+                           **_decisions(mem, table)[0]})
+
+    @app.post("/api/explain-image")
+    async def explain_image(request: Request, version: str | None = Query(None, max_length=200),
+                            k: int = Query(10, ge=1, le=MAX_K),
+                            voting: str = Query("rank", pattern="^(plurality|distance|softmax|rank)$"),
+                            who: str = Depends(caller)):
+        """Query by example: the body is an image file (PNG, JPEG, WebP...), encoded by the memory's encoder;
+        what the kNN classifier predicts for it and each neighbour's share of the decision."""
+        image = _uploaded_image(await request.body())
+        with memories.lock:
+            mem = memories.at(version)
+            if k > len(mem):
+                raise InvalidInputError(f"k={k} needs at least {k} rows; the memory holds {len(mem)}")
+            vector = memories.encoder(mem).encode([image])
+            table = memories.knn(mem, k, voting).explain(vector)
+            return _clean({"version": mem.version, "k": k, "voting": voting, **_decisions(mem, table)[0]})
+
+    @app.post("/api/search")
+    def search(request: SearchRequest, who: str = Depends(caller)):
+        """The k nearest rows of each query: ids, distances and labels, (n_queries, k) each, nearest first."""
+        with memories.lock:
+            mem = memories.at(request.version)
+            queries, exclude = _queries(mem, request.vectors, request.ids)
+            searcher = mem.searcher(request.metric, "auto", k=request.k)
+            dist, pos = searcher.search(queries, request.k, exclude=exclude)
+            samples = mem.samples
+            labels = samples.labels.take(pa.array(pos.ravel())).to_pylist()
+            k = pos.shape[1]
+            return _clean({"version": mem.version, "ids": samples.ids[pos].tolist(), "distances": dist.tolist(),
+                           "labels": [labels[i:i + k] for i in range(0, len(labels), k)]})
+
+    @app.post("/api/classify")
+    def classify(request: ClassifyRequest, who: str = Depends(caller)):
+        """The kNN classifier's prediction and class probabilities for each query (rows: leaving themselves out)."""
+        with memories.lock:
+            mem = memories.at(request.version)
+            head = memories.knn(mem, _check_k(request.k, mem, request.ids), request.voting)
+            queries = _head_queries(mem, request)
+            dist, pos = head._neighbors(queries.get("X"), None, queries.get("ids"))  # one search for both
+            proba, winner = head._decide(head._votes(dist, pos), pos)
+            return _clean({"version": mem.version, "classes": head.classes_.tolist(),
+                           "predicted": head.classes_[winner].tolist(), "probabilities": proba.tolist()})
+
+    @app.post("/api/explain")
+    def explain_queries(request: ClassifyRequest, who: str = Depends(caller)):
+        """For each query, the kNN decision and every neighbour's share of it (``KNNClassifier.explain``)."""
+        with memories.lock:
+            mem = memories.at(request.version)
+            head = memories.knn(mem, _check_k(request.k, mem, request.ids), request.voting)
+            table = head.explain(**_head_queries(mem, request))
+            return _clean({"version": mem.version, "k": request.k, "voting": request.voting,
+                           "queries": _decisions(mem, table)})
+
+    @app.get("/api/rows.arrow", response_class=Response, responses={200: {"content": {ARROW_STREAM: {}}}})
+    def rows_arrow(version: str | None = Query(None, max_length=200), who: str = Depends(caller)):
+        """id, label and weight of every row of the version, ascending id, as an Arrow IPC stream:
+        what a kNN head fitted through ``memstore.connect`` keeps."""
+        with memories.lock:
+            mem = memories.at(version)
+            samples = mem.samples
+            table = pa.table({"id": samples.ids, "label": samples.labels, "weight": samples.weights})
+            return Response(_arrow_bytes(table, {"version": str(mem.version)}), media_type=ARROW_STREAM)
 
     @app.get("/api/quality")
     def quality(version: str | None = Query(None, max_length=200), limit: int = Query(20, ge=1, le=MAX_ROWS // 10),
@@ -220,8 +353,10 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
         """Label-error candidates: the rows most often a wrong-label neighbour, each with its neighbours."""
         with memories.lock:
             mem = memories.at(version)
-            rows = _rows(mem.sql(f"SELECT * EXCLUDE (vector) FROM samples WHERE wrong_count > 0 "
+            rows = _rows(mem.sql(f"SELECT {_select(_columns(mem))} FROM samples WHERE wrong_count > 0 "
                                  f"ORDER BY wrong_count DESC, id LIMIT {limit}").to_arrow_table())
+            pictures = _thumbnails(mem, [r["id"] for r in rows])
+            rows = [dict(r, thumbnail=pictures.get(r["id"])) for r in rows]
             estimated = mem.sql("SELECT count(*) FROM samples WHERE wrong_count IS NOT NULL").fetchall()[0][0]
             neighbours = _neighbours(mem, [r["id"] for r in rows], k) if rows else []
             return _clean({"version": mem.version, "estimated": estimated > 0,
@@ -250,7 +385,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             mem = memories.at(request.version)
             table = mem.sql(request.query).to_arrow_table()
             shown = table.slice(0, request.limit)
-            vectors = [f.name for f in shown.schema if pa.types.is_fixed_size_list(f.type)]
+            vectors = [f.name for f in shown.schema if pa.types.is_fixed_size_list(f.type) or _is_binary(f.type)]
             return _clean({"version": mem.version, "columns": shown.column_names, "total": table.num_rows,
                            "truncated": table.num_rows > request.limit,
                            "rows": _rows(shown.drop_columns(vectors)), "omitted_columns": vectors})
@@ -299,7 +434,109 @@ def _ref(version: str) -> int | str:
 
 
 def _columns(mem) -> list[str]:
-    return [c for c in mem.sql("SELECT * FROM samples LIMIT 0").columns if c != "vector"]
+    """The columns of samples a page shows: all but the vector and binary ones (thumbnails)."""
+    schema = mem.sql("SELECT * FROM samples LIMIT 0").to_arrow_table().schema
+    return [f.name for f in schema if f.name != "vector" and not _is_binary(f.type)]
+
+
+def _is_binary(arrow_type) -> bool:
+    return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or \
+        pa.types.is_fixed_size_binary(arrow_type)
+
+
+def _select(columns: list[str]) -> str:
+    return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+
+
+def _has_thumbnails(mem) -> bool:
+    return THUMBNAIL_COLUMN in mem.sql("SELECT * FROM samples LIMIT 0").columns
+
+
+def _thumbnail_bytes(mem, ids) -> dict:
+    """id -> thumbnail bytes, for those of ``ids`` that have one."""
+    ids = sorted({int(i) for i in ids})
+    if not ids or not _has_thumbnails(mem):
+        return {}
+    listed = ", ".join(map(str, ids))
+    return {i: b for i, b in mem.sql(f"SELECT id, {THUMBNAIL_COLUMN} FROM samples WHERE id IN ({listed}) "
+                                     f"AND {THUMBNAIL_COLUMN} IS NOT NULL").fetchall()}
+
+
+def _thumbnails(mem, ids) -> dict:
+    """id -> the thumbnail as a ``data:`` URI, which a page shows without another request."""
+    return {i: _data_uri(b) for i, b in _thumbnail_bytes(mem, ids).items()}
+
+
+def _data_uri(blob: bytes) -> str:
+    return f"data:{MIME_TYPE};base64,{base64.b64encode(blob).decode()}"
+
+
+def _uploaded_image(body: bytes):
+    """The request body as a PIL image, or a clear error."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not body:
+        raise InvalidInputError("send an image file as the request body (PNG, JPEG, WebP, ...)")
+    try:
+        image = Image.open(io.BytesIO(body))
+        if image.size[0] * image.size[1] > MAX_UPLOAD_PIXELS:
+            raise InvalidInputError(f"the image is {image.size[0]} x {image.size[1]} pixels; send one of at "
+                                    f"most {MAX_UPLOAD_PIXELS:,} pixels")
+        return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInputError(f"the request body is not an image this server can read ({exc})") from None
+
+
+def _queries(mem, vectors, ids):
+    """(queries, exclude) for a searcher: vectors as given, or rows' own vectors each leaving itself out."""
+    if (vectors is None) == (ids is None):
+        raise InvalidInputError("send either vectors (query vectors) or ids (rows of the memory as queries)")
+    if ids is not None:
+        samples = mem.samples
+        pos, known = samples.positions(ids)
+        if not known.all():
+            missing = np.asarray(ids)[~known][:10].tolist()
+            raise UnknownIdsError(f"ids {missing} are not rows of version {mem.version}; send ids it holds")
+        return samples.vectors[pos], pos
+    dims = {len(v) for v in vectors}
+    if dims != {mem.dim}:
+        raise InvalidInputError(f"query vectors must have {mem.dim} components, as the memory's rows; "
+                                f"got lengths {sorted(dims)[:5]}")
+    return np.asarray(vectors, np.float32), None
+
+
+def _check_k(k: int, mem, ids) -> int:
+    if k > len(mem) - (ids is not None):
+        raise InvalidInputError(f"k={k} needs more rows than the {len(mem)} of version {mem.version}; "
+                                "ask for fewer neighbours")
+    return k
+
+
+def _head_queries(mem, request) -> dict:
+    """The head's keyword arguments for the request's queries: X (vectors) or ids (leaving themselves out)."""
+    queries, exclude = _queries(mem, request.vectors, request.ids)
+    return {"ids": request.ids} if exclude is not None else {"X": queries}
+
+
+def _decisions(mem, table: pa.Table) -> list[dict]:
+    """``KNNClassifier.explain``'s table as one decision per query: predicted, probabilities, neighbours."""
+    pictures = _thumbnails(mem, table["id"].to_pylist())
+    out = {}
+    for n in _rows(table.drop_columns([c for c in ("memory_version",) if c in table.column_names])):
+        query = out.setdefault(n.pop("query"), {"predicted": n["predicted"], "probabilities": {}, "neighbours": []})
+        label = str(n["label"])
+        query["probabilities"][label] = query["probabilities"].get(label, 0.0) + n["share"]
+        query["neighbours"].append(dict(n, thumbnail=pictures.get(n["id"])))
+    for query in out.values():
+        query["probabilities"] = dict(sorted(query["probabilities"].items(), key=lambda kv: -kv[1]))
+    return [out[q] for q in sorted(out)]
+
+
+def _arrow_bytes(table: pa.Table, metadata: dict) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema.with_metadata(metadata)) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
 
 
 def _neighbours(mem, ids: list[int], k: int) -> list[list[dict]]:
@@ -309,7 +546,7 @@ def _neighbours(mem, ids: list[int], k: int) -> list[list[dict]]:
     order = {int(i): n for n, i in enumerate(found["id"].to_pylist())}
     vectors = np.stack([np.asarray(v, np.float32) for v in found["vector"].to_pylist()])
     hits = mem.search(vectors, min(k + 1, len(mem)))
-    uris = {}
+    uris, pictures = {}, _thumbnails(mem, hits["id"].to_pylist())
     if "uri" in _columns(mem):
         listed_hits = ", ".join(str(int(i)) for i in set(hits["id"].to_pylist()))
         uris = dict(mem.sql(f"SELECT id, uri FROM samples WHERE id IN ({listed_hits})").fetchall())
@@ -317,7 +554,8 @@ def _neighbours(mem, ids: list[int], k: int) -> list[list[dict]]:
     for query, hit, distance, label in zip(*(hits[c].to_pylist() for c in ("query", "id", "distance", "label"))):
         own = int(found["id"][query].as_py())
         if hit != own and len(out[query]) < k:
-            out[query].append({"id": hit, "label": label, "distance": distance, "uri": uris.get(hit)})
+            out[query].append({"id": hit, "label": label, "distance": distance, "uri": uris.get(hit),
+                               "thumbnail": pictures.get(hit)})
     return [out[order[int(i)]] for i in ids]
 
 

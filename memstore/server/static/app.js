@@ -1,12 +1,13 @@
 // The page of `memstore serve`: plain JavaScript over the JSON API (/docs lists it), no CDN.
 "use strict";
 
-const state = { offset: 0, limit: 100, rowId: null, writable: false };
+const state = { offset: 0, limit: 100, rowId: null, writable: false, thumbnails: false };
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.hash.split("?")[1] || "").get("token")
   || sessionStorage.getItem("memstore-token");
 if (token) sessionStorage.setItem("memstore-token", token);
 
+// body: an object (sent as JSON) or a File / Blob (sent as it is, e.g. an image)
 async function api(path, params = {}, body = null) {
   const url = new URL(path, location.origin);
   const version = $("version").value;
@@ -14,7 +15,8 @@ async function api(path, params = {}, body = null) {
   for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") url.searchParams.set(k, v);
   const init = { headers: {} };
   if (token) init.headers.Authorization = "Bearer " + token;
-  if (body) { init.method = "POST"; init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  if (body instanceof Blob) { init.method = "POST"; init.headers["Content-Type"] = body.type || "application/octet-stream"; init.body = body; }
+  else if (body) { init.method = "POST"; init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
   const response = await fetch(url, init);
   const data = await response.json();
   if (!response.ok) {
@@ -56,9 +58,31 @@ function fill(table, rows, columns = null, onClick = null) {
 
 function openRow(row) { location.hash = "#row/" + row.id; }
 
+// a thumbnail (a data: URI from the API) as an <img>, or "" where the row has none
+function picture(uri, size = 48) {
+  if (!uri) return "";
+  const img = document.createElement("img");
+  img.src = uri; img.width = size; img.height = size; img.className = "thumb"; img.alt = "";
+  return img;
+}
+
+// the rows of a page as a grid of thumbnails with id and label, each a link to the row
+function grid(box, rows) {
+  box.replaceChildren(...rows.map((r) => {
+    const card = document.createElement("a");
+    card.className = "card"; card.href = "#row/" + r.id;
+    const caption = document.createElement("span");
+    caption.textContent = `${r.id} ${cell(r.label)}`;
+    card.append(picture(r.thumbnail, 64), caption);
+    return card;
+  }));
+}
+
 async function overview() {
   const o = await api("/api/overview");
   state.writable = o.writable;
+  state.thumbnails = o.thumbnails;
+  $("upload-box").hidden = !o.thumbnails;
   $("title").textContent = "memstore: " + o.path;
   const facts = { version: o.version, rows: o.rows, dim: o.dim, labels: o.labels.length, versions: o.versions,
     tags: o.tags.join(", ") || "none", "bytes on disk": o.bytes_on_disk.toLocaleString(),
@@ -76,42 +100,62 @@ async function overview() {
 
 async function samples(offset = state.offset) {
   state.offset = Math.max(0, offset);
+  const asGrid = state.thumbnails && !$("as-table").checked;
   const page = await api("/api/samples", { where: $("where").value, order: $("order").value || "id",
-    descending: $("descending").checked, offset: state.offset, limit: state.limit });
+    descending: $("descending").checked, offset: state.offset, limit: state.limit, thumbnails: asGrid });
   $("samples-count").textContent = `${page.total.toLocaleString()} rows; ${page.offset + 1}` +
     `-${page.offset + page.rows.length} shown (version ${page.version})`;
-  fill($("samples"), page.rows, null, openRow);
+  $("samples-grid").hidden = !asGrid;
+  $("samples").hidden = asGrid;
+  if (asGrid) grid($("samples-grid"), page.rows); else fill($("samples"), page.rows, null, openRow);
 }
 
 async function row(id) {
   state.rowId = id;
   const r = await api("/api/rows/" + id, { k: 10 });
   $("row-id").textContent = id;
+  $("row-picture").replaceChildren(picture(r.thumbnail, 128));
   $("row-facts").replaceChildren(...Object.entries(r.row).flatMap(([k, v]) => {
     const dt = document.createElement("dt"); dt.textContent = k;
     const dd = document.createElement("dd"); dd.textContent = cell(v);
     return [dt, dd];
   }));
   fill($("row-history"), r.history, ["valid_from", "valid_to", "label", "weight", "wrong_count"]);
-  fill($("row-neighbours"), r.neighbours, ["id", "label", "distance", "uri"], openRow);
+  fill($("row-neighbours"), r.neighbours.map((n) => ({ ...n, image: picture(n.thumbnail) })),
+    state.thumbnails ? ["image", "id", "label", "distance", "uri"] : ["id", "label", "distance", "uri"], openRow);
   $("prediction").textContent = "";
   $("explanation").replaceChildren();
   $("forget-box").hidden = !state.writable;
 }
 
 async function explain() {
-  const e = await api(`/api/rows/${state.rowId}/explain`, { k: $("explain-k").value });
+  showDecision(await api(`/api/rows/${state.rowId}/explain`, { k: $("explain-k").value }),
+    $("prediction"), $("explanation"));
+}
+
+async function explainUpload() {
+  const file = $("upload").files[0];
+  if (!file) throw new Error("choose an image file first");
+  $("upload-preview").replaceChildren(picture(URL.createObjectURL(file), 96));
+  showDecision(await api("/api/explain-image", { k: $("upload-k").value }, file),
+    $("upload-prediction"), $("upload-explanation"));
+}
+
+// a decision of the kNN classifier: the prediction, and each neighbour's share of the vote
+function showDecision(e, line, table) {
   const shares = Object.entries(e.probabilities).map(([l, p]) => `${l} ${(100 * p).toFixed(1)}%`).join(", ");
-  $("prediction").textContent = `predicted ${e.predicted} (${shares})`;
+  line.textContent = `predicted ${e.predicted} (${shares})`;
   const rows = e.neighbours.map((n) => {
     const bar = document.createElement("span");
     bar.className = "bar"; bar.style.width = (200 * n.share).toFixed(1) + "px";
     const who = document.createElement("span");
     who.className = n.supports ? "supports" : "against";
     who.textContent = n.supports ? "for" : "against";
-    return { rank: n.rank, id: n.id, label: n.label, distance: n.distance, share: n.share, "": bar, vote: who };
+    return { rank: n.rank, image: picture(n.thumbnail), id: n.id, label: n.label, distance: n.distance,
+      share: n.share, "": bar, vote: who };
   });
-  fill($("explanation"), rows, ["rank", "id", "label", "distance", "share", "", "vote"], openRow);
+  fill(table, rows, (state.thumbnails ? ["rank", "image"] : ["rank"]).concat(
+    ["id", "label", "distance", "share", "", "vote"]), openRow);
 }
 
 async function forgetRow() {
@@ -126,8 +170,22 @@ async function quality() {
   $("quality-note").textContent = q.estimated
     ? "Rows most often a neighbour of another label (mem.estimate_quality), with their own neighbours."
     : "No estimate yet: run mem.estimate_quality() (or `memstore quality PATH`) first.";
-  fill($("quality"), q.rows.map((r) => ({ id: r.id, label: r.label, wrong_count: r.wrong_count, weight: r.weight,
-    neighbours: r.neighbours.map((n) => `${n.id}:${n.label}`).join("  ") })), null, openRow);
+  fill($("quality"), q.rows.map((r) => {
+    const row = { id: r.id, label: r.label, wrong_count: r.wrong_count, weight: r.weight };
+    if (state.thumbnails) {
+      row.image = picture(r.thumbnail, 64);
+      const beside = document.createElement("span");
+      beside.append(...r.neighbours.map((n) => {
+        const one = document.createElement("span");
+        one.className = "neighbour"; one.title = `row ${n.id}: ${n.label}`;
+        const caption = document.createElement("span"); caption.textContent = cell(n.label);
+        one.append(picture(n.thumbnail, 40), caption);
+        return one;
+      }));
+      row.neighbours = beside;
+    } else row.neighbours = r.neighbours.map((n) => `${n.id}:${n.label}`).join("  ");
+    return row;
+  }), state.thumbnails ? ["image", "id", "label", "wrong_count", "weight", "neighbours"] : null, openRow);
 }
 
 async function versions() {
@@ -186,6 +244,7 @@ $("samples-form").addEventListener("submit", guarded(() => samples(0)));
 $("prev").addEventListener("click", guarded(() => samples(state.offset - state.limit)));
 $("next").addEventListener("click", guarded(() => samples(state.offset + state.limit)));
 $("explain").addEventListener("click", guarded(explain));
+$("upload-form").addEventListener("submit", guarded(explainUpload));
 $("forget").addEventListener("click", guarded(forgetRow));
 $("diff-form").addEventListener("submit", guarded(compare));
 $("sql-form").addEventListener("submit", guarded(runSql));
