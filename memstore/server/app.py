@@ -19,12 +19,12 @@ import io
 import math
 import threading
 from collections import OrderedDict
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -43,7 +43,7 @@ from memstore.errors import (
 from memstore.thumbnails import MIME_TYPE, THUMBNAIL_COLUMN
 from memstore.versioning import audit_user
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = FilePath(__file__).resolve().parent / "static"
 #: rows one page of samples (or one SQL result) may return
 MAX_ROWS = 1_000
 #: rows an SQL console query returns at most; more are cut and flagged
@@ -72,6 +72,9 @@ class SQLRequest(BaseModel):
     limit: int = Field(default=MAX_ROWS, ge=1, le=SQL_MAX_ROWS)
 
 
+#: a row id: memstore's ids are int64, from 0
+RowId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+RowIdPath = Annotated[int, Path(ge=0, le=2**63 - 1, description="the row's id")]
 Version = Annotated[str | None, Field(default=None, max_length=200, description="a version number or tag; "
                                                                                "default the newest")]
 Vector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=65_536)]
@@ -81,7 +84,7 @@ class SearchRequest(BaseModel):
     """Queries as vectors, or as rows of the memory (``ids``: each searches with its own vector, leaving itself out)."""
 
     vectors: list[Vector] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
-    ids: list[int] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
+    ids: list[RowId] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
     k: int = Field(default=10, ge=1, le=MAX_K)
     metric: Literal["cosine", "dot", "l2"] = "cosine"
     version: Version = None
@@ -91,21 +94,21 @@ class ClassifyRequest(BaseModel):
     """Queries for the kNN classifier (``memstore.KNNClassifier``) fitted on the version."""
 
     vectors: list[Vector] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
-    ids: list[int] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
+    ids: list[RowId] | None = Field(default=None, min_length=1, max_length=MAX_QUERIES)
     k: int = Field(default=50, ge=1, le=MAX_K)
     voting: Literal["plurality", "distance", "softmax", "rank"] = "rank"
     version: Version = None
 
 
 class ForgetRequest(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=MAX_ROWS)
+    ids: list[RowId] = Field(min_length=1, max_length=MAX_ROWS)
     message: str | None = Field(default=None, max_length=2_000)
 
 
 class Memories:
     """The served memory: a handle at the newest version, pinned handles and fitted heads, kept a while."""
 
-    def __init__(self, path: Path, *, writable: bool, encoder=None):
+    def __init__(self, path: FilePath, *, writable: bool, encoder=None):
         self.path = path
         self.writable = writable
         self._encoder = encoder
@@ -179,7 +182,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
     >>> TestClient(create_app(path)).get("/api/overview").json()["rows"]
     3
     """
-    memories = Memories(Path(path), writable=allow_writes, encoder=encoder)
+    memories = Memories(FilePath(path), writable=allow_writes, encoder=encoder)
     app = FastAPI(title="memstore", version=_version(),
                   description=f"The memory at {path}: samples, neighbours, decisions, versions and SQL.")
     caller = _authenticate(tokens)
@@ -244,7 +247,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             return _clean({"version": mem.version, "total": total, "offset": offset, "rows": rows})
 
     @app.get("/api/rows/{row_id}")
-    def row(row_id: int, version: str | None = Query(None, max_length=200), k: int = Query(10, ge=1, le=MAX_K),
+    def row(row_id: RowIdPath, version: str | None = Query(None, max_length=200), k: int = Query(10, ge=1, le=MAX_K),
             who: str = Depends(caller)):
         """A row: its provenance, its label and weight across versions, and its nearest neighbours."""
         with memories.lock:
@@ -261,7 +264,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
 
     @app.get("/api/rows/{row_id}/thumbnail", response_class=Response,
              responses={200: {"content": {MIME_TYPE: {}}}, 404: {"description": "no such row, or no thumbnail"}})
-    def thumbnail(row_id: int, version: str | None = Query(None, max_length=200), who: str = Depends(caller)):
+    def thumbnail(row_id: RowIdPath, version: str | None = Query(None, max_length=200), who: str = Depends(caller)):
         """The row's thumbnail (``memstore.thumbnails``), as the image file itself."""
         with memories.lock:
             mem = memories.at(version)
@@ -273,7 +276,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             return Response(blob, media_type=MIME_TYPE, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/rows/{row_id}/explain")
-    def explain(row_id: int, version: str | None = Query(None, max_length=200),
+    def explain(row_id: RowIdPath, version: str | None = Query(None, max_length=200),
                 k: int = Query(10, ge=1, le=MAX_K), voting: str = Query("rank", pattern="^(plurality|distance|softmax|rank)$"),
                 who: str = Depends(caller)):
         """What the kNN classifier predicts for the row without it, and each neighbour's share of the decision."""
