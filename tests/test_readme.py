@@ -66,6 +66,7 @@ BLOCKS = {
         "test_the_neighbour_context_block_leaves_each_row_out_of_its_own_context",
     ("Command line", "bash"): "test_every_command_of_the_command_line_block_succeeds_and_does_something",
     ("Seeing inside: `memstore serve`", "bash"): "test_the_serve_block_starts_servers_that_answer_its_curl_lines",
+    ("Seeing inside: `memstore serve`", "python"): "test_the_connect_block_fits_a_head_on_a_served_memory",
     ("Layout of the code", ""): None,  # a file tree, not code
 }
 
@@ -450,6 +451,31 @@ def test_the_serve_block_starts_servers_that_answer_its_curl_lines(tmp_path):
         for server in servers:
             server.terminate()
             server.wait(timeout=30)
+
+
+def test_the_connect_block_fits_a_head_on_a_served_memory(tmp_path):
+    """Prelude: pets.mem (100 rows, tagged ``first``, then relabelled) served on a free port, which
+    replaces 8765; ``queries`` 5 vectors. The head answers as one fitted on the local version."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from serving import serving
+
+    from memstore.server import create_app
+
+    rng = np.random.default_rng(0)
+    mem = memstore.open(tmp_path / "pets.mem")
+    mem.add(rng.standard_normal((100, 8)).astype(np.float32), ["cat", "dog"] * 50)
+    mem.tag("first")
+    mem.relabel("SELECT id, 'owl' AS label FROM samples WHERE id < 50")
+    queries = rng.standard_normal((5, 8)).astype(np.float32)
+    with serving(create_app(mem.path)) as url:
+        code = block("Seeing inside").replace("http://127.0.0.1:8765", url)
+        ns = {"queries": queries}
+        run(code, ns, "Seeing inside")
+        local = memstore.KNNClassifier(k=10).fit(mem.at("first"))
+        assert ns["head"].predict(queries).tolist() == local.predict(queries).tolist()
+        assert ns["head"].memory_version_ == 1
+        assert set(ns["decision"]) == {"predicted", "probabilities", "neighbours"}
+        assert len(ns["decision"]["neighbours"]) == 10
 
 
 # -- the figures ----------------------------------------------------------------------------

@@ -101,8 +101,10 @@ async function overview() {
 async function samples(offset = state.offset) {
   state.offset = Math.max(0, offset);
   const asGrid = state.thumbnails && !$("as-table").checked;
+  const asked = state.samplesAsked = (state.samplesAsked || 0) + 1;
   const page = await api("/api/samples", { where: $("where").value, order: $("order").value || "id",
     descending: $("descending").checked, offset: state.offset, limit: state.limit, thumbnails: asGrid });
+  if (asked !== state.samplesAsked) return;  // a later request was made: its answer is the one to show
   $("samples-count").textContent = `${page.total.toLocaleString()} rows; ${page.offset + 1}` +
     `-${page.offset + page.rows.length} shown (version ${page.version})`;
   $("samples-grid").hidden = !asGrid;
