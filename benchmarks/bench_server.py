@@ -195,8 +195,9 @@ def main(argv=None) -> dict:
                 "overview": ("GET", "/api/overview", {}),
                 "samples, 100 rows": ("GET", "/api/samples", {"params": {"limit": 100}}),
                 "samples, 100 thumbnails": ("GET", "/api/samples", {"params": {"limit": 100, "thumbnails": True}}),
-                "samples, filtered, sorted, page 5,000": ("GET", "/api/samples", {"params": {
-                    "where": "label = '3'", "order": "uri", "descending": True, "offset": 500_000 // 10, "limit": 100}}),
+                "samples, filtered, sorted, deep page": ("GET", "/api/samples", {"params": {
+                    "where": "label = '3'", "order": "uri", "descending": True, "offset": args.rows // 20,
+                    "limit": 100}}),
                 "a row and its neighbours": ("GET", f"/api/rows/{row_id}", {"params": {"k": 10}}),
                 "a row's decision (explain)": ("GET", f"/api/rows/{row_id}/explain", {"params": {"k": 10}}),
                 "a thumbnail file": ("GET", f"/api/rows/{row_id}/thumbnail", {}),

@@ -154,6 +154,44 @@ class Snapshot:
             weights=state["weight"].to_numpy().astype(np.float32, copy=False),
         )
 
+    def take(self, ids, columns: list[str] | None = None) -> pa.Table:
+        """The rows ``ids`` alive at this version, in the order given: id and ``columns``.
+
+        Read by id through Lance filters (zone maps over the id-ordered
+        fragments), not by a scan: a few rows of a million-row memory cost
+        milliseconds. ``columns``: of sample_data (vector, provenance,
+        thumbnail, added_in) and of the state (label, weight, wrong_count);
+        default those of ``samples`` but the vector.
+        """
+        from .errors import InvalidInputError, UnknownIdsError
+        from .forget import id_filter
+
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        data_names = self.data.schema.names if self.has_samples else ["id"]
+        state_names = [c for c in STATE_COLUMNS if c != "id"]
+        if columns is None:  # as ``samples`` shows them
+            columns = state_names + self.provenance_columns
+        unknown = [c for c in columns if c not in data_names and c not in state_names]
+        if unknown:
+            raise InvalidInputError(f"cannot take columns {unknown}: the columns are "
+                                    f"{sorted(set(data_names) | set(state_names))}")
+        state = self.state_of(ids)
+        if state.num_rows > len(ids):  # the whole state, read before: only the rows asked for (hashing the few)
+            state = state.filter(pc.is_in(state["id"], value_set=pa.array(ids, pa.int64())))
+        alive = pc.is_in(pa.array(ids, pa.int64()), value_set=state["id"]).to_numpy(zero_copy_only=False)
+        if not alive.all():
+            raise UnknownIdsError(f"ids {ids[~alive][:10].tolist()} are not rows of version {self.version}")
+        wanted = [c for c in columns if c in data_names and c != "id"]
+        parts = [self.data.to_table(columns=["id", *wanted], filter=f) for f in id_filter(np.unique(ids))] \
+            if wanted and len(ids) else []
+        data = pa.concat_tables(parts) if parts else pa.table({"id": pa.array([], pa.int64())})
+        out = {"id": pa.array(ids, pa.int64())}
+        for table, names in ((data, wanted), (state, [c for c in columns if c in state_names])):
+            where = pc.index_in(out["id"], table["id"])
+            for name in names:
+                out[name] = table[name].take(where)
+        return pa.table({c: out[c] for c in ["id", *[c for c in columns if c != "id"]]})
+
     def history(self) -> pa.Table:
         """Every state row up to this version; ``valid_to`` null where it still holds at this version."""
         if not self.has_samples:

@@ -168,3 +168,37 @@ def test_info(filled):
     info = filled.info()
     assert info["rows"] == 100 and info["dim"] == 8 and info["labels"] == 4
     assert info["versions"] == 2 and info["bytes_on_disk"] > 100 * 8 * 4
+
+
+# -- take: rows by id -----------------------------------------------------------------
+def test_take_reads_rows_by_id_in_the_order_given_as_sql_would(filled):
+    filled.relabel("SELECT id, 'z' AS label FROM samples WHERE id IN (7, 9)")
+    got = filled.take([9, 3, 7])
+    want = filled.sql("SELECT * EXCLUDE (vector) FROM samples WHERE id IN (3, 7, 9)").to_arrow_table()
+    want = {r["id"]: r for r in want.to_pylist()}
+    assert got.to_pylist() == [want[9], want[3], want[7]]
+    assert got["label"].to_pylist() == ["z", "d", "z"]
+    vectors = filled.take([5, 2], ["vector"])
+    np.testing.assert_array_equal(np.stack(vectors["vector"].to_numpy(zero_copy_only=False)), filled.x[[5, 2]])
+    assert filled.take([4, 4], ["uri"])["uri"].to_pylist() == ["img/4.png", "img/4.png"]
+
+
+def test_take_reads_the_version_it_is_at(filled):
+    filled.prune(np.array([11]))
+    with pytest.raises(memstore.UnknownIdsError, match=r"\[11\]"):
+        filled.take([10, 11])
+    assert filled.at(1).take([11], ["label", "split"]).to_pylist() == [{"id": 11, "label": "d", "split": "train"}]
+
+
+def test_take_names_the_columns_it_has(filled):
+    with pytest.raises(memstore.InvalidInputError, match="cannot take columns \\['nope'\\].*'uri'"):
+        filled.take([1], ["nope"])
+    with pytest.raises(memstore.UnknownIdsError, match="1000"):
+        filled.take([1000])
+
+
+def test_take_of_many_ids_after_a_full_read_gives_the_same_rows(filled):
+    ids = np.arange(99, -1, -1)
+    filled.samples  # the whole state is read: take filters it instead of reading rows again
+    assert filled.take(ids, ["label"])["label"].to_pylist() == [r[0] for r in filled.sql(
+        "SELECT label FROM samples ORDER BY id DESC").fetchall()]

@@ -237,13 +237,12 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
                 raise InvalidInputError(f"cannot sort by {order!r}: the columns are {columns}")
             condition = f"WHERE ({where})" if where and where.strip() else ""
             total = mem.sql(f"SELECT count(*) FROM samples {condition}").fetchall()[0][0]
-            shown = _select(columns + ([THUMBNAIL_COLUMN] if thumbnails and _has_thumbnails(mem) else []))
-            page = mem.sql(f'SELECT {shown} FROM samples {condition} ORDER BY "{order}" '
+            page = mem.sql(f'SELECT {_select(columns)} FROM samples {condition} ORDER BY "{order}" '
                            f'{"DESC" if descending else "ASC"}, id LIMIT {limit} OFFSET {offset}')
             rows = _rows(page.to_arrow_table())
-            for r in rows:
-                if r.get(THUMBNAIL_COLUMN) is not None:
-                    r[THUMBNAIL_COLUMN] = _data_uri(r[THUMBNAIL_COLUMN])
+            if thumbnails and _has_thumbnails(mem):  # by id, after the page: the sort never carries the images
+                pictures = _thumbnails(mem, [r["id"] for r in rows])
+                rows = [dict(r, thumbnail=pictures.get(r["id"])) for r in rows]
             return _clean({"version": mem.version, "total": total, "offset": offset, "rows": rows})
 
     @app.get("/api/rows/{row_id}")
@@ -252,12 +251,13 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
         """A row: its provenance, its label and weight across versions, and its nearest neighbours."""
         with memories.lock:
             mem = memories.at(version)
-            found = mem.sql(f"SELECT {_select(_columns(mem))} FROM samples WHERE id = {row_id}").to_arrow_table()
             history = _rows(mem.sql(f"SELECT label, weight, wrong_count, valid_from, valid_to FROM history "
                                     f"WHERE id = {row_id} ORDER BY valid_from").to_arrow_table())
-            if not found.num_rows:
+            try:
+                found = mem.take([row_id], _columns(mem))
+            except UnknownIdsError:
                 raise UnknownIdsError(f"row {row_id} is not in version {mem.version}"
-                                      + (" (it was pruned; its history is kept)" if history else ""))
+                                      + (" (it was pruned; its history is kept)" if history else "")) from None
             return _clean({"version": mem.version, "row": _rows(found)[0], "history": history,
                            "thumbnail": _thumbnails(mem, [row_id]).get(row_id),
                            "neighbours": _neighbours(mem, [row_id], k)[0]})
@@ -456,13 +456,12 @@ def _has_thumbnails(mem) -> bool:
 
 
 def _thumbnail_bytes(mem, ids) -> dict:
-    """id -> thumbnail bytes, for those of ``ids`` that have one."""
+    """id -> thumbnail bytes, for those of ``ids`` (rows of the version) that have one."""
     ids = sorted({int(i) for i in ids})
     if not ids or not _has_thumbnails(mem):
         return {}
-    listed = ", ".join(map(str, ids))
-    return {i: b for i, b in mem.sql(f"SELECT id, {THUMBNAIL_COLUMN} FROM samples WHERE id IN ({listed}) "
-                                     f"AND {THUMBNAIL_COLUMN} IS NOT NULL").fetchall()}
+    rows = mem.take(ids, [THUMBNAIL_COLUMN])
+    return {i: b for i, b in zip(rows["id"].to_pylist(), rows[THUMBNAIL_COLUMN].to_pylist()) if b is not None}
 
 
 def _thumbnails(mem, ids) -> dict:
@@ -544,15 +543,15 @@ def _arrow_bytes(table: pa.Table, metadata: dict) -> bytes:
 
 def _neighbours(mem, ids: list[int], k: int) -> list[list[dict]]:
     """The k nearest other rows of each of ``ids``: id, label, distance, uri."""
-    listed = ", ".join(str(int(i)) for i in ids)
-    found = mem.sql(f"SELECT id, vector FROM samples WHERE id IN ({listed}) ORDER BY id").to_arrow_table()
+    found = mem.take(sorted({int(i) for i in ids}), ["vector"])
     order = {int(i): n for n, i in enumerate(found["id"].to_pylist())}
     vectors = np.stack([np.asarray(v, np.float32) for v in found["vector"].to_pylist()])
     hits = mem.search(vectors, min(k + 1, len(mem)))
-    uris, pictures = {}, _thumbnails(mem, hits["id"].to_pylist())
+    pictures = _thumbnails(mem, hits["id"].to_pylist())
+    uris = {}
     if "uri" in _columns(mem):
-        listed_hits = ", ".join(str(int(i)) for i in set(hits["id"].to_pylist()))
-        uris = dict(mem.sql(f"SELECT id, uri FROM samples WHERE id IN ({listed_hits})").fetchall())
+        near = mem.take(sorted(set(hits["id"].to_pylist())), ["uri"])
+        uris = dict(zip(near["id"].to_pylist(), near["uri"].to_pylist()))
     out = [[] for _ in range(found.num_rows)]
     for query, hit, distance, label in zip(*(hits[c].to_pylist() for c in ("query", "id", "distance", "label"))):
         own = int(found["id"][query].as_py())
