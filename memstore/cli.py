@@ -537,7 +537,7 @@ def serve(path, host, port, token, token_file, allow_writes):
     import uvicorn
 
     _open(path)  # a clear error for a missing or damaged memory, before the server starts
-    app = create_app(path, tokens=tokens, allow_writes=allow_writes)
+    app = create_app(path, tokens=tokens, allow_writes=allow_writes, warm_up=True)
     click.echo(f"serving {path} at http://{host}:{port}/ ({'writes allowed' if allow_writes else 'read-only'}"
                f"{', token required' if tokens else ''})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -50,24 +50,29 @@ class VersionDiff:
                 "commits": [] if self.commits is None else self.commits.to_pylist()}
 
 
-def diff(memory, a: int | str, b: int | str, *, limit: int = LIST_LIMIT) -> VersionDiff:
+def diff(memory, a, b, *, limit: int = LIST_LIMIT) -> VersionDiff:
     """The rows added, pruned, relabelled and reweighted from version ``a`` to ``b``, and forgets between.
 
     Parameters
     ----------
     memory : Memory
-    a, b : int or str
+    a, b : int, str or Memory
         Versions (or tag names). ``diff(mem, 5, 2)`` reads "from 5 to 2":
-        what 5 has and 2 lacks is "pruned".
+        what 5 has and 2 lacks is "pruned". A handle at the version
+        (``mem.at(5)``) is used as it is, with what it has read already (a
+        server keeps them between requests).
     limit : int
         Ids listed per kind; the counts are exact whatever it is.
     """
-    old, new = memory.at(a), memory.at(b)
+    old, new = (v if hasattr(v, "sql") else memory.at(v) for v in (a, b))
     before, after = _state(old), _state(new)
     ids_before, ids_after = before["id"].to_numpy(), after["id"].to_numpy()
-    added = np.setdiff1d(ids_after, ids_before, assume_unique=True)
-    pruned = np.setdiff1d(ids_before, ids_after, assume_unique=True)
-    common, i, j = np.intersect1d(ids_before, ids_after, assume_unique=True, return_indices=True)
+    i, j = _matches(ids_before, ids_after)  # rows in both: positions in before, in after
+    kept_before = np.zeros(len(ids_before), bool)
+    kept_before[i] = True
+    kept_after = np.zeros(len(ids_after), bool)
+    kept_after[j] = True
+    added, pruned, common = ids_after[~kept_after], ids_before[~kept_before], ids_before[i]
     labels_before, labels_after = before["label"].take(pa.array(i)), after["label"].take(pa.array(j))
     relabelled = common[~pc.fill_null(pc.equal(labels_before, labels_after), False).to_numpy(zero_copy_only=False)
                         & ~(pc.is_null(labels_before).to_numpy(zero_copy_only=False)
@@ -85,5 +90,21 @@ def diff(memory, a: int | str, b: int | str, *, limit: int = LIST_LIMIT) -> Vers
 
 
 def _state(memory) -> pa.Table:
-    """(id, label, weight) of a version, in id order."""
-    return memory.sql("SELECT id, label, weight FROM samples ORDER BY id").to_arrow_table()
+    """(id, label, weight) of a version, in id order (sorted here: DuckDB's ORDER BY costs 2.5x the read)."""
+    table = memory.sql("SELECT id, label, weight FROM samples").to_arrow_table()
+    order = np.argsort(table["id"].to_numpy(), kind="stable")  # radix sort: ids are nearly in order already
+    return table.take(pa.array(order))
+
+
+def _matches(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (i, j) with ``before[i] == after[j]``, for ascending unique ids.
+
+    A binary search of each id of ``before`` in ``after``: no concatenation
+    and re-sort of both, as ``np.intersect1d`` does (a third of the diff's time
+    at a million rows).
+    """
+    if not len(before) or not len(after):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    j = np.minimum(np.searchsorted(after, before), len(after) - 1)
+    i = np.flatnonzero(after[j] == before)
+    return i, j[i]
