@@ -192,6 +192,11 @@ class Snapshot:
                 out[name] = table[name].take(where)
         return pa.table({c: out[c] for c in ["id", *[c for c in columns if c != "id"]]})
 
+    @property
+    def state_dataset(self) -> lance.LanceDataset:
+        """``sample_state`` at the head: every interval of every row (``history`` filters it)."""
+        return self._dataset(STATE_TABLE)
+
     def history(self) -> pa.Table:
         """Every state row up to this version; ``valid_to`` null where it still holds at this version."""
         if not self.has_samples:
