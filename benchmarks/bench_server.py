@@ -123,9 +123,16 @@ def api(url: str, calls: dict) -> dict:
 
 def browser(url: str, row_id: int, before: int, after: int) -> dict:
     """Milliseconds from navigation (or click) to the page filled, each page measured REPEAT times (median)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     clock = {}
+
+    def until(page, condition: str, arg=None):
+        """Wait for a JS condition, checked every animation frame: Playwright's ``expect`` retries
+        after 100, 250, 500 and 1000 ms, which would round every time up to its next retry."""
+        page.wait_for_function(condition, arg=arg, polling="raf")
+
+    rows_of = "([sel, n]) => document.querySelectorAll(sel + ' tbody tr').length === n"
     loaded = ("n => [...document.querySelectorAll('#samples-grid img')]"
               ".filter(i => i.complete && i.naturalWidth).length === n")
 
@@ -136,26 +143,26 @@ def browser(url: str, row_id: int, before: int, after: int) -> dict:
 
     def overview(page):
         fresh(page, "overview")
-        expect(page.locator("#labels tbody tr")).to_have_count(10)
+        until(page, rows_of, ["#labels", 10])
 
     def samples(page):
         overview(page)
         clock['start'] = time.perf_counter()
         page.click("nav >> text=Samples")
-        page.wait_for_function(loaded, arg=100)
+        until(page, loaded, 100)
 
     def row(page):
         fresh(page, f"row/{row_id}")
-        expect(page.locator("#row-neighbours tbody tr")).to_have_count(10)
+        until(page, rows_of, ["#row-neighbours", 10])
 
     def version_diff(page):
         fresh(page, "versions")
-        expect(page.locator("#timeline tbody tr").first).to_be_visible()
+        until(page, "() => document.querySelectorAll('#timeline tbody tr').length > 0")
         page.fill("#diff-a", str(before))
         page.fill("#diff-b", str(after))
         clock['start'] = time.perf_counter()
         page.click("#diff-form button")
-        expect(page.locator("#diff")).to_contain_text("relabelled")
+        until(page, "() => document.querySelector('#diff').textContent.includes('relabelled')")
 
     steps = {"overview": overview, "samples, 100 thumbnails": samples, "a row and its neighbours": row,
              "version diff": version_diff}

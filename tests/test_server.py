@@ -271,3 +271,13 @@ def test_a_body_without_a_length_is_refused(served):
 
     refused = client.post("/api/sql", content=chunks(), headers={"Content-Type": "application/json"})
     assert refused.status_code == 411
+
+
+def test_the_overview_follows_writes_made_elsewhere(served):
+    client = TestClient(create_app(served.path))
+    first = ok(client.get("/api/overview"))
+    served.relabel("SELECT id, 'emu' AS label FROM samples WHERE id < 30")  # another handle writes
+    now = ok(client.get("/api/overview"))
+    assert now["version"] == first["version"] + 1 and {"label": "emu", "rows": 30} in now["labels"]
+    assert ok(client.get("/api/overview", params={"version": "first"}))["labels"] == \
+        ok(client.get("/api/overview", params={"version": "1"}))["labels"]

@@ -116,6 +116,7 @@ class Memories:
         self.lock = threading.RLock()  # a Memory handle is used by one request at a time
         self._pinned: OrderedDict = OrderedDict()
         self._heads: OrderedDict = OrderedDict()
+        self.overviews: OrderedDict = OrderedDict()  # (head version, version) -> the overview's answer
 
     def at(self, version: str | None):
         """The memory at ``version`` (a number, a tag name, or None for the newest), refreshed."""
@@ -140,8 +141,9 @@ class Memories:
         """What the first search of the newest version needs: its vectors, and the search over them."""
         with self.lock:
             mem = self.head
-            if len(mem):
+            if len(mem) > 10:
                 mem.searcher()
+                self.knn(mem, 10, "rank")  # the page's Explain, with its defaults
 
     def encoder(self, mem):
         """The encoder that filled the memory, for uploaded images: the one given, or loaded by its name."""
@@ -227,11 +229,15 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
         """Rows, labels with counts, versions, tags, size on disk and the index of a version."""
         with memories.lock:
             mem = memories.at(version)
-            info = mem.info()
-            labels = mem.sql("SELECT label, count(*) AS rows FROM samples GROUP BY label ORDER BY rows DESC, label")
-            info.update(labels=_rows(labels.to_arrow_table()), index=mem.index_info(),
-                        writable=memories.writable, columns=_columns(mem), thumbnails=_has_thumbnails(mem))
-            return _clean(info)
+            key = (memories.head.version, mem.version)  # a version never changes; a forget makes a new head
+            if key not in memories.overviews:
+                info = mem.info()
+                labels = mem.sql("SELECT label, count(*) AS rows FROM samples GROUP BY label "
+                                 "ORDER BY rows DESC, label")
+                info.update(labels=_rows(labels.to_arrow_table()), index=mem.index_info(),
+                            writable=memories.writable, columns=_columns(mem), thumbnails=_has_thumbnails(mem))
+                memories.overviews[key] = _clean(info)
+            return _recent(memories.overviews, key)
 
     @app.get("/api/samples")
     def samples(version: str | None = Query(None, max_length=200),

@@ -252,4 +252,5 @@ $("diff-form").addEventListener("submit", guarded(compare));
 $("sql-form").addEventListener("submit", guarded(runSql));
 $("version").addEventListener("change", route);
 window.addEventListener("hashchange", route);
-(async () => { try { await overview(); await versions(); } catch (e) { show(e); } await route(); })();
+// the overview first (the other views read what it says: thumbnails, writable), then the rest side by side
+(async () => { try { await overview(); } catch (e) { show(e); } await Promise.all([versions().catch(show), route()]); })();
