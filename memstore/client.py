@@ -50,6 +50,8 @@ from . import errors
 QUERY_BATCH = 1_024
 #: floats a request of vectors carries at most, to stay under the server's 1 MB body
 FLOATS_PER_REQUEST = 40_000
+#: (query, neighbour) pairs one explain request returns at most (the server's MAX_EXPLAINED)
+EXPLAINED_PER_REQUEST = 20_000
 
 
 def connect(url: str, token: str | None = None, *, timeout: float = 60.0) -> "RemoteMemory":
@@ -130,8 +132,9 @@ class RemoteMemory:
         """Each query's decision: predicted, probabilities, and every neighbour with its share of the vote."""
         if (queries is None) == (ids is None):
             raise errors.InvalidInputError("explain takes query vectors or ids of rows, one of the two")
-        payloads = [{"vectors": c} for c in _chunks(_vectors(queries))] if queries is not None else \
-            [{"ids": ids[i:i + QUERY_BATCH]} for i in range(0, len(ids), QUERY_BATCH)]
+        per = max(1, min(QUERY_BATCH, EXPLAINED_PER_REQUEST // k))  # the server's bound on queries x k
+        payloads = [{"vectors": c} for c in _chunks(_vectors(queries), per)] if queries is not None else \
+            [{"ids": np.asarray(ids, np.int64)[i:i + per].tolist()} for i in range(0, len(ids), per)]
         out = []
         for payload in payloads:
             out += self._post("/api/explain", {**payload, "k": k, "voting": voting,
@@ -254,8 +257,8 @@ def _vectors(queries) -> list:
     return q.tolist()
 
 
-def _chunks(vectors: list) -> list:
-    per = max(1, min(QUERY_BATCH, FLOATS_PER_REQUEST // max(1, len(vectors[0]))))
+def _chunks(vectors: list, most: int = QUERY_BATCH) -> list:
+    per = max(1, min(most, FLOATS_PER_REQUEST // max(1, len(vectors[0]))))
     return [vectors[i:i + per] for i in range(0, len(vectors), per)]
 
 

@@ -90,7 +90,9 @@ class ForgetReport:
     any file.
     ``unverifiable`` vectors have fewer than two consecutive non-zero
     components, so their bytes look like padding and cannot be searched for;
-    ``still_held`` ones equal a vector the memory keeps.
+    ``still_held`` ones equal a vector the memory keeps. Both counts include
+    thumbnails: one under 16 bytes cannot be searched for, one equal to a
+    kept row's (the same image) is still held.
     """
 
     version: int
@@ -126,9 +128,9 @@ def id_filter(ids: np.ndarray) -> list[str]:
 
 def rows_to_forget(data, ids: np.ndarray) -> pa.Table:
     """(id, vector[, thumbnail], _rowaddr) of ``ids`` in the data table; every id must be there."""
-    from .thumbnails import THUMBNAIL_COLUMN
+    from .thumbnails import THUMBNAIL_COLUMN, has_thumbnails
 
-    columns = ["id", "vector"] + ([THUMBNAIL_COLUMN] if THUMBNAIL_COLUMN in data.schema.names else [])
+    columns = ["id", "vector"] + ([THUMBNAIL_COLUMN] if has_thumbnails(data.schema) else [])
     parts = [data.to_table(columns=columns, filter=f, with_row_address=True) for f in id_filter(ids)]
     found = pa.concat_tables(parts) if parts else None
     have = found["id"].to_numpy() if found is not None else np.zeros(0, np.int64)
@@ -221,9 +223,9 @@ class PendingForget:
 
 def thumbnails_of(found: pa.Table) -> list:
     """The thumbnails (bytes) of the rows :func:`rows_to_forget` found, rows without one left out."""
-    from .thumbnails import THUMBNAIL_COLUMN
+    from .thumbnails import THUMBNAIL_COLUMN, has_thumbnails
 
-    if THUMBNAIL_COLUMN not in found.column_names:
+    if not has_thumbnails(found.schema):
         return []
     return [b for b in found[THUMBNAIL_COLUMN].to_pylist() if b is not None]
 
@@ -551,10 +553,10 @@ def verify(store, vectors: np.ndarray, data, stored: np.ndarray | None = None, *
 
 def thumbnails_held_by(data, blobs: list) -> np.ndarray:
     """(m,) bool: which of ``blobs`` equal the thumbnail of a row the data table keeps."""
-    from .thumbnails import THUMBNAIL_COLUMN
+    from .thumbnails import THUMBNAIL_COLUMN, has_thumbnails
 
     held = np.zeros(len(blobs), bool)
-    if not blobs or THUMBNAIL_COLUMN not in data.schema.names:
+    if not blobs or not has_thumbnails(data.schema):
         return held
     want = {b: i for i, b in enumerate(blobs)}
     for batch in data.to_batches(columns=[THUMBNAIL_COLUMN]):

@@ -175,7 +175,7 @@ class Snapshot:
         if unknown:
             raise InvalidInputError(f"cannot take columns {unknown}: the columns are "
                                     f"{sorted(set(data_names) | set(state_names))}")
-        state = self.state_of(ids)
+        state = self.state_of(ids if len(ids) else np.array([-1]))  # no id is -1: an empty table, typed
         if state.num_rows > len(ids):  # the whole state, read before: only the rows asked for (hashing the few)
             state = state.filter(pc.is_in(state["id"], value_set=pa.array(ids, pa.int64())))
         alive = pc.is_in(pa.array(ids, pa.int64()), value_set=state["id"]).to_numpy(zero_copy_only=False)
@@ -184,7 +184,9 @@ class Snapshot:
         wanted = [c for c in columns if c in data_names and c != "id"]
         parts = [self.data.to_table(columns=["id", *wanted], filter=f) for f in id_filter(np.unique(ids))] \
             if wanted and len(ids) else []
-        data = pa.concat_tables(parts) if parts else pa.table({"id": pa.array([], pa.int64())})
+        data = pa.concat_tables(parts) if parts else \
+            self.data.to_table(columns=["id", *wanted], filter="id < 0") if self.has_samples else \
+            pa.table({"id": pa.array([], pa.int64())})
         out = {"id": pa.array(ids, pa.int64())}
         for table, names in ((data, wanted), (state, [c for c in columns if c in state_names])):
             where = pc.index_in(out["id"], table["id"])

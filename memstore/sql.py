@@ -72,6 +72,8 @@ from .sql_limits import SQLLimits  # noqa: F401  (memstore.sql.SQLLimits, as bef
 SAMPLES_TABLES = frozenset({"samples", "_state", "_data", "_vectors"})
 #: the memory's tables a query can name; the caller's tables cannot shadow them
 MEMORY_TABLES = SAMPLES_TABLES | {"audit", "tags", "taxonomy", "history"}
+#: what the views above read; a caller's table by one of these names would replace it inside a view
+INTERNAL_TABLES = {"_state", "_data", "_vectors", "_history"}
 
 #: the DuckDB settings of every connection memstore makes for SQL (then ``disabled_filesystems``
 #: and ``lock_configuration`` are set, see :func:`sandbox`)
@@ -354,7 +356,7 @@ def _tables_named(tree: dict | None) -> set[str] | None:
 
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, table) -> None:
-    if name.lower() in MEMORY_TABLES:
+    if name.lower() in MEMORY_TABLES | INTERNAL_TABLES:
         raise InvalidInputError(
             f"a table passed to mem.sql cannot be named {name!r}: the memory's own "
             f"tables are {sorted(MEMORY_TABLES)}; pick another name")

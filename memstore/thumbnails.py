@@ -36,6 +36,13 @@ QUALITY = 80
 FIELD_METADATA = {"lance-encoding:compression": "none"}
 
 
+def has_thumbnails(schema: pa.Schema) -> bool:
+    """Whether a table's ``thumbnail`` column holds thumbnails: bytes (a user's column of another type
+    by that name, say of URLs, is not one)."""
+    return THUMBNAIL_COLUMN in schema.names and (pa.types.is_binary(schema.field(THUMBNAIL_COLUMN).type)
+                                                 or pa.types.is_large_binary(schema.field(THUMBNAIL_COLUMN).type))
+
+
 def thumbnail_field() -> pa.Field:
     return pa.field(THUMBNAIL_COLUMN, pa.binary(), metadata=FIELD_METADATA)
 
@@ -85,4 +92,4 @@ def _as_pil(image):
     return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
 
-__all__ = ["DEFAULT_SIZE", "MIME_TYPE", "THUMBNAIL_COLUMN", "make_thumbnails", "thumbnail_field"]
+__all__ = ["DEFAULT_SIZE", "MIME_TYPE", "THUMBNAIL_COLUMN", "has_thumbnails", "make_thumbnails", "thumbnail_field"]

@@ -109,3 +109,8 @@ def test_many_queries_go_in_requests_the_server_accepts(remote, served, rng):
     queries = rng.standard_normal((3000, 16)).astype(np.float32)  # > one request's 1,024 queries
     got = remote.search(queries, k=3)
     assert got["id"].to_pylist() == served.search(queries, k=3)["id"].to_pylist()
+
+
+def test_explain_takes_ids_as_an_array_and_splits_what_the_server_bounds(remote, served):
+    decisions = remote.explain(ids=np.arange(200), k=150)  # 30,000 neighbours: two requests
+    assert len(decisions) == 200 and all(len(d["neighbours"]) == 150 for d in decisions)

@@ -281,3 +281,56 @@ def test_the_overview_follows_writes_made_elsewhere(served):
     assert now["version"] == first["version"] + 1 and {"label": "emu", "rows": 30} in now["labels"]
     assert ok(client.get("/api/overview", params={"version": "first"}))["labels"] == \
         ok(client.get("/api/overview", params={"version": "1"}))["labels"]
+
+
+# -- found by a red-team pass ----------------------------------------------------------
+def test_a_comment_in_the_condition_cannot_lift_the_page_limit(served):
+    client = TestClient(create_app(served.path))
+    page = ok(client.get("/api/samples", params={"where": "true) --", "limit": 3}))
+    assert len(page["rows"]) <= 3
+    block = client.get("/api/samples", params={"where": "true) /*", "limit": 2})
+    assert block.status_code == 400 or len(block.json()["rows"]) <= 2  # the count's query sees the comment too
+
+
+def test_an_empty_page_is_an_empty_page(served):
+    client = TestClient(create_app(served.path))
+    assert ok(client.get("/api/samples", params={"where": "id > 100000"}))["rows"] == []
+    assert ok(client.get("/api/samples", params={"offset": 5000}))["rows"] == []
+    assert served.take([]).num_rows == 0 and "uri" in served.take([]).column_names
+
+
+def test_blobs_and_a_text_column_named_thumbnail_are_not_images(tmp_path, rng):
+    mem = memstore.open(tmp_path / "odd.mem")
+    mem.add(rng.standard_normal((40, 4)).astype(np.float32), ["a", "b"] * 20,
+            provenance={"thumbnail": [f"https://example.org/{i}.png" for i in range(40)],
+                        "blob": [bytes([i, 255, 0]) for i in range(40)]})
+    client = TestClient(create_app(mem.path))
+    assert ok(client.get("/api/overview"))["thumbnails"] is False
+    row = ok(client.get("/api/rows/3", params={"k": 3}))
+    assert row["row"]["thumbnail"] == "https://example.org/3.png" and row["thumbnail"] is None
+    decision = ok(client.get("/api/rows/3/explain", params={"k": 3}))
+    assert decision["neighbours"][0]["blob"] == "<3 bytes>"
+    assert decision["neighbours"][0]["thumbnail"].startswith("https://")
+    nested = ok(client.post("/api/sql", json={"query": "SELECT [blob] AS blobs FROM samples LIMIT 1"}))
+    assert nested["rows"] == [{"blobs": ["<3 bytes>"]}]
+    report = mem.forget([5])  # a text column is not a thumbnail to look for
+    assert report.thumbnails == 0 and not (mem.path / "forget.pending").exists()
+
+
+def test_an_explain_of_too_many_neighbours_is_refused(served, rng):
+    client = TestClient(create_app(served.path))
+    big = client.post("/api/explain", json={"ids": list(range(150)), "k": 150})
+    assert big.status_code == 413 and "20,000" in big.json()["detail"]
+
+
+def test_a_version_that_only_looks_like_a_number_is_not_found(served):
+    client = TestClient(create_app(served.path))
+    assert client.get("/api/overview", params={"version": "²"}).status_code == 404
+    assert client.get("/api/diff", params={"a": "²", "b": "1"}).status_code == 404
+
+
+def test_the_tables_the_views_read_cannot_be_replaced(served):
+    import pyarrow as pa
+
+    with pytest.raises(memstore.InvalidInputError, match="_history"):
+        served.sql("SELECT * FROM history", _history=pa.table({"id": [1]}))

@@ -17,6 +17,7 @@ import base64
 import hmac
 import io
 import math
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path as FilePath
@@ -27,6 +28,7 @@ import pyarrow as pa
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 import memstore
@@ -40,7 +42,7 @@ from memstore.errors import (
     UnknownIdsError,
     VersionNotFoundError,
 )
-from memstore.thumbnails import MIME_TYPE, THUMBNAIL_COLUMN
+from memstore.thumbnails import MIME_TYPE, THUMBNAIL_COLUMN, has_thumbnails
 from memstore.versioning import audit_user
 
 STATIC = FilePath(__file__).resolve().parent / "static"
@@ -57,6 +59,9 @@ MAX_K = 200
 MAX_QUERIES = 1_024
 #: pixels of an uploaded image, at most (a small file can decode to a huge image)
 MAX_UPLOAD_PIXELS = 40_000_000
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+#: (query, neighbour) pairs one explain request may return
+MAX_EXPLAINED = 20_000
 #: pinned versions (and fitted heads) kept open between requests
 CACHED_VERSIONS = 8
 #: the media type of Arrow's IPC stream, for results a client reads as Arrow tables
@@ -123,7 +128,7 @@ class Memories:
         self.head.refresh()
         if version in (None, "", "head"):
             return self.head
-        ref = int(version) if version.lstrip("-").isdigit() else version
+        ref = _ref(version)
         key = (self.head.version, ref)
         if key not in self._pinned:
             self._pinned[key] = self.head.at(ref)
@@ -156,7 +161,11 @@ class Memories:
                 raise InvalidInputError(
                     f"this memory's rows were encoded by {names or 'no recorded encoder'}; the server loads "
                     f"only {NAME!r} by name. Start it with create_app(path, encoder=...) to encode uploads")
-            self._encoder = efficientnet_lite0()
+            try:
+                self._encoder = efficientnet_lite0()
+            except (ImportError, OSError, RuntimeError) as exc:
+                raise InvalidInputError(f"the encoder {NAME!r} cannot be loaded here ({exc}); install "
+                                        "memstore[encoders], or start the server with an encoder") from None
         return self._encoder
 
 
@@ -258,7 +267,8 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             # the page's ids first, then its rows by id: the sort reads only the columns it needs
             # (at a million rows, 8 ms instead of 340 ms for every column)
             page = mem.sql(f'SELECT id FROM samples {condition} ORDER BY "{order}" '
-                           f'{"DESC" if descending else "ASC"}, id LIMIT {limit} OFFSET {offset}').fetchall()
+                           f'{"DESC" if descending else "ASC"}, id LIMIT {limit} OFFSET {offset}'
+                           ).limit(limit).fetchall()  # a comment in ``where`` could cut the LIMIT: still bounded
             rows = _rows(mem.take([i for (i,) in page], columns))
             if thumbnails and _has_thumbnails(mem):  # by id, after the page: the sort never carries the images
                 pictures = _thumbnails(mem, [r["id"] for r in rows])
@@ -315,14 +325,19 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
                             who: str = Depends(caller)):
         """Query by example: the body is an image file (PNG, JPEG, WebP...), encoded by the memory's encoder;
         what the kNN classifier predicts for it and each neighbour's share of the decision."""
-        image = _uploaded_image(await request.body())
-        with memories.lock:
-            mem = memories.at(version)
-            if k > len(mem):
-                raise InvalidInputError(f"k={k} needs at least {k} rows; the memory holds {len(mem)}")
-            vector = memories.encoder(mem).encode([image])
-            table = memories.knn(mem, k, voting).explain(vector)
-            return _clean({"version": mem.version, "k": k, "voting": voting, **_decisions(mem, table)[0]})
+        body = await request.body()
+
+        def explained():  # decoding, encoding and search: in the thread pool, never on the event loop
+            image = _uploaded_image(body)
+            with memories.lock:
+                mem = memories.at(version)
+                if k > len(mem):
+                    raise InvalidInputError(f"k={k} needs at least {k} rows; the memory holds {len(mem)}")
+                vector = memories.encoder(mem).encode([image])
+                table = memories.knn(mem, k, voting).explain(vector)
+                return _clean({"version": mem.version, "k": k, "voting": voting, **_decisions(mem, table)[0]})
+
+        return await run_in_threadpool(explained)
 
     @app.post("/api/search")
     def search(request: SearchRequest, who: str = Depends(caller)):
@@ -355,8 +370,13 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
         """For each query, the kNN decision and every neighbour's share of it (``KNNClassifier.explain``)."""
         with memories.lock:
             mem = memories.at(request.version)
+            queries = _head_queries(mem, request)  # refuses neither or both of vectors and ids
+            n = len(request.vectors or request.ids)
+            if n * request.k > MAX_EXPLAINED:
+                raise QueryLimitError(f"{n} queries x k={request.k} is {n * request.k:,} neighbours; "
+                                      f"one request explains at most {MAX_EXPLAINED:,}: send fewer queries")
             head = memories.knn(mem, _check_k(request.k, mem, request.ids), request.voting)
-            table = head.explain(**_head_queries(mem, request))
+            table = head.explain(**queries)
             return _clean({"version": mem.version, "k": request.k, "voting": request.voting,
                            "queries": _decisions(mem, table)})
 
@@ -452,7 +472,7 @@ def _version() -> str:
 
 
 def _ref(version: str) -> int | str:
-    return int(version) if version.lstrip("-").isdigit() else version
+    return int(version) if re.fullmatch(r"-?[0-9]+", version) else version  # not isdigit: "²" is a digit
 
 
 def _columns(mem) -> list[str]:
@@ -471,7 +491,7 @@ def _select(columns: list[str]) -> str:
 
 
 def _has_thumbnails(mem) -> bool:
-    return THUMBNAIL_COLUMN in mem.sql("SELECT * FROM samples LIMIT 0").columns
+    return has_thumbnails(mem.sql("SELECT * FROM samples LIMIT 0").to_arrow_table().schema)
 
 
 def _thumbnail_bytes(mem, ids) -> dict:
@@ -499,7 +519,8 @@ def _uploaded_image(body: bytes):
     if not body:
         raise InvalidInputError("send an image file as the request body (PNG, JPEG, WebP, ...)")
     try:
-        image = Image.open(io.BytesIO(body))
+        # the formats an upload may be: no EPS (Ghostscript), no exotic decoders
+        image = Image.open(io.BytesIO(body), formats=UPLOAD_FORMATS)
         if image.size[0] * image.size[1] > MAX_UPLOAD_PIXELS:
             raise InvalidInputError(f"the image is {image.size[0]} x {image.size[1]} pixels; send one of at "
                                     f"most {MAX_UPLOAD_PIXELS:,} pixels")
@@ -541,13 +562,15 @@ def _head_queries(mem, request) -> dict:
 
 def _decisions(mem, table: pa.Table) -> list[dict]:
     """``KNNClassifier.explain``'s table as one decision per query: predicted, probabilities, neighbours."""
-    pictures = _thumbnails(mem, table["id"].to_pylist())
+    pictured = _has_thumbnails(mem)
+    pictures = _thumbnails(mem, table["id"].to_pylist()) if pictured else {}
+    dropped = ("memory_version",) + ((THUMBNAIL_COLUMN,) if pictured else ())  # the bytes: sent as data URIs
     out = {}
-    for n in _rows(table.drop_columns([c for c in ("memory_version",) if c in table.column_names])):
+    for n in _rows(table.drop_columns([c for c in dropped if c in table.column_names])):
         query = out.setdefault(n.pop("query"), {"predicted": n["predicted"], "probabilities": {}, "neighbours": []})
         label = str(n["label"])
         query["probabilities"][label] = query["probabilities"].get(label, 0.0) + n["share"]
-        query["neighbours"].append(dict(n, thumbnail=pictures.get(n["id"])))
+        query["neighbours"].append(dict(n, thumbnail=pictures.get(n["id"])) if pictured else n)
     for query in out.values():
         query["probabilities"] = dict(sorted(query["probabilities"].items(), key=lambda kv: -kv[1]))
     return [out[q] for q in sorted(out)]
@@ -596,4 +619,6 @@ def _clean(value):
         return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):  # a BLOB, wherever it sits: not text
+        return f"<{len(value)} bytes>"
     return value
