@@ -19,6 +19,7 @@ import io
 import math
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
@@ -477,7 +478,7 @@ def _ref(version: str) -> int | str:
 
 def _columns(mem) -> list[str]:
     """The columns of samples a page shows: all but the vector and binary ones (thumbnails)."""
-    schema = mem.sql("SELECT * FROM samples LIMIT 0").to_arrow_table().schema
+    schema = _schema(mem)
     return [f.name for f in schema if f.name != "vector" and not _is_binary(f.type)]
 
 
@@ -491,7 +492,19 @@ def _select(columns: list[str]) -> str:
 
 
 def _has_thumbnails(mem) -> bool:
-    return has_thumbnails(mem.sql("SELECT * FROM samples LIMIT 0").to_arrow_table().schema)
+    return has_thumbnails(_schema(mem))
+
+
+#: handle -> (its version, the schema of its samples): asked several times a request, read once
+_SCHEMAS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _schema(mem) -> pa.Schema:
+    """The columns of ``samples`` at ``mem``'s version; a handle that moves on (refresh) reads them again."""
+    kept = _SCHEMAS.get(mem)
+    if kept is None or kept[0] != mem.version:
+        kept = _SCHEMAS[mem] = (mem.version, mem.sql("SELECT * FROM samples LIMIT 0").to_arrow_table().schema)
+    return kept[1]
 
 
 def _thumbnail_bytes(mem, ids) -> dict:
