@@ -152,3 +152,10 @@ def test_samples_as_thumbnails_a_row_with_its_pictures_and_an_uploaded_image(pic
     page.click("nav >> text=Quality")
     expect(page.locator("#quality tbody tr").first).to_be_visible()
     assert _loaded_images(page.locator("#quality img")) >= 6
+
+
+def test_a_link_to_a_row_shows_it_with_its_forget_button(page, server):
+    page.goto(server + "/#row/7")  # the row loads beside the overview, not after it
+    expect(page.locator("#row-id")).to_have_text("7")
+    expect(page.locator("#row-neighbours tbody tr")).to_have_count(10)
+    expect(page.locator("#forget-box")).to_be_visible()  # the server allows writes: known once the overview answers

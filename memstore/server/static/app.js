@@ -82,6 +82,7 @@ async function overview() {
   const o = await api("/api/overview");
   state.writable = o.writable;
   state.thumbnails = o.thumbnails;
+  $("forget-box").hidden = !state.writable;  // a row view may have been shown before this answer
   $("upload-box").hidden = !o.thumbnails;
   $("title").textContent = "memstore: " + o.path;
   const facts = { version: o.version, rows: o.rows, dim: o.dim, labels: o.labels.length, versions: o.versions,
@@ -123,8 +124,9 @@ async function row(id) {
     return [dt, dd];
   }));
   fill($("row-history"), r.history, ["valid_from", "valid_to", "label", "weight", "wrong_count"]);
+  const pictured = Boolean(r.thumbnail) || r.neighbours.some((n) => n.thumbnail);  // not state: see the start
   fill($("row-neighbours"), r.neighbours.map((n) => ({ ...n, image: picture(n.thumbnail) })),
-    state.thumbnails ? ["image", "id", "label", "distance", "uri"] : ["id", "label", "distance", "uri"], openRow);
+    pictured ? ["image", "id", "label", "distance", "uri"] : ["id", "label", "distance", "uri"], openRow);
   $("prediction").textContent = "";
   $("explanation").replaceChildren();
   $("forget-box").hidden = !state.writable;
@@ -252,5 +254,10 @@ $("diff-form").addEventListener("submit", guarded(compare));
 $("sql-form").addEventListener("submit", guarded(runSql));
 $("version").addEventListener("change", route);
 window.addEventListener("hashchange", route);
-// the overview first (the other views read what it says: thumbnails, writable), then the rest side by side
-(async () => { try { await overview(); } catch (e) { show(e); } await Promise.all([versions().catch(show), route()]); })();
+// the overview first where the view reads what it says (thumbnails: a grid or a table); a row needs
+// nothing of it, so a link to a row loads all three side by side
+(async () => {
+  const first = overview().catch(show);
+  if (!location.hash.startsWith("#row/")) await first;
+  await Promise.all([first, route(), versions().catch(show)]);  // the view asked first, the picker after
+})();
