@@ -459,7 +459,7 @@ def fragments() -> str:
 
 # -- a memory over its life ---------------------------------------------------------------
 LIFETIME = {"after": "lifetime-100000x128-100000.json", "before": "lifetime-100000x128-1000-before.json"}
-LIFETIME_AGED = "lifetime-aged-33221.json"
+LIFETIME_AGED = "lifetime-aged-28744.json"
 
 
 def lifetime() -> str:
