@@ -165,7 +165,7 @@ class RemoteMemory:
 
     # -- plumbing ---------------------------------------------------------------------
     def _search(self, payload: dict, k: int, metric: str, version=None):
-        key, items = next((key, v) for key, v in payload.items())
+        (key, items), = payload.items()  # one kind of query: vectors, or ids
         ids, dist, labels = [], [], []
         for chunk in (_chunks(items) if key == "vectors" else
                       [items[i:i + QUERY_BATCH] for i in range(0, len(items), QUERY_BATCH)]):

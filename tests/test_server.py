@@ -313,6 +313,9 @@ def test_blobs_and_a_text_column_named_thumbnail_are_not_images(tmp_path, rng):
     assert decision["neighbours"][0]["thumbnail"].startswith("https://")
     nested = ok(client.post("/api/sql", json={"query": "SELECT [blob] AS blobs FROM samples LIMIT 1"}))
     assert nested["rows"] == [{"blobs": ["<3 bytes>"]}]
+    mem.estimate_quality(k=5)
+    candidates = ok(client.get("/api/quality", params={"limit": 3}))["rows"]
+    assert candidates and all(r["thumbnail"].startswith("https://") for r in candidates)  # the user's column, kept
     report = mem.forget([5])  # a text column is not a thumbnail to look for
     assert report.thumbnails == 0 and not (mem.path / "forget.pending").exists()
 

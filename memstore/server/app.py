@@ -142,7 +142,6 @@ class Memories:
             self._heads[key] = memstore.KNNClassifier(k=k, voting=voting).fit(mem)
         return _recent(self._heads, key)
 
-
     def warm_up(self) -> None:
         """What the first search of the newest version needs: its vectors, and the search over them."""
         with self.lock:
@@ -271,9 +270,8 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
                            f'{"DESC" if descending else "ASC"}, id LIMIT {limit} OFFSET {offset}'
                            ).limit(limit).fetchall()  # a comment in ``where`` could cut the LIMIT: still bounded
             rows = _rows(mem.take([i for (i,) in page], columns))
-            if thumbnails and _has_thumbnails(mem):  # by id, after the page: the sort never carries the images
-                pictures = _thumbnails(mem, [r["id"] for r in rows])
-                rows = [dict(r, thumbnail=pictures.get(r["id"])) for r in rows]
+            if thumbnails:  # by id, after the page: the sort never carries the images
+                rows = _with_thumbnails(mem, rows)
             return _clean({"version": mem.version, "total": total, "offset": offset, "rows": rows})
 
     @app.get("/api/rows/{row_id}")
@@ -315,9 +313,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
         """What the kNN classifier predicts for the row without it, and each neighbour's share of the decision."""
         with memories.lock:
             mem = memories.at(version)
-            if k >= len(mem):
-                raise InvalidInputError(f"k={k} needs more than {len(mem)} rows; ask for fewer neighbours")
-            table = memories.knn(mem, k, voting).explain(ids=[row_id])
+            table = memories.knn(mem, _check_k(k, mem, [row_id]), voting).explain(ids=[row_id])
             return _clean({"version": mem.version, "id": row_id, "k": k, "voting": voting,
                            **_decisions(mem, table)[0]})
 
@@ -334,10 +330,8 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             image = _uploaded_image(body)
             with memories.lock:
                 mem = memories.at(version)
-                if k > len(mem):
-                    raise InvalidInputError(f"k={k} needs at least {k} rows; the memory holds {len(mem)}")
                 vector = memories.encoder(mem).encode([image])
-                table = memories.knn(mem, k, voting).explain(vector)
+                table = memories.knn(mem, _check_k(k, mem, None), voting).explain(vector)
                 return _clean({"version": mem.version, "k": k, "voting": voting, **_decisions(mem, table)[0]})
 
         return await run_in_threadpool(explained)
@@ -401,8 +395,7 @@ def create_app(path, *, tokens: dict[str, str] | None = None, allow_writes: bool
             mem = memories.at(version)
             rows = _rows(mem.sql(f"SELECT {_select(_columns(mem))} FROM samples WHERE wrong_count > 0 "
                                  f"ORDER BY wrong_count DESC, id LIMIT {limit}").to_arrow_table())
-            pictures = _thumbnails(mem, [r["id"] for r in rows])
-            rows = [dict(r, thumbnail=pictures.get(r["id"])) for r in rows]
+            rows = _with_thumbnails(mem, rows)
             estimated = mem.sql("SELECT count(*) FROM samples WHERE wrong_count IS NOT NULL").fetchall()[0][0]
             neighbours = _neighbours(mem, [r["id"] for r in rows], k) if rows else []
             return _clean({"version": mem.version, "estimated": estimated > 0,
@@ -514,13 +507,26 @@ def _thumbnail_bytes(mem, ids) -> dict:
     ids = sorted({int(i) for i in ids})
     if not ids or not _has_thumbnails(mem):
         return {}
-    rows = mem.take(ids, [THUMBNAIL_COLUMN])
-    return {i: b for i, b in zip(rows["id"].to_pylist(), rows[THUMBNAIL_COLUMN].to_pylist()) if b is not None}
+    return _blobs(mem.take(ids, [THUMBNAIL_COLUMN]))
+
+
+def _blobs(taken: pa.Table) -> dict:
+    """id -> thumbnail bytes of the rows of a ``Memory.take`` that have one."""
+    return {i: b for i, b in zip(taken["id"].to_pylist(), taken[THUMBNAIL_COLUMN].to_pylist()) if b is not None}
 
 
 def _thumbnails(mem, ids) -> dict:
     """id -> the thumbnail as a ``data:`` URI, which a page shows without another request."""
     return {i: _data_uri(b) for i, b in _thumbnail_bytes(mem, ids).items()}
+
+
+def _with_thumbnails(mem, rows: list[dict]) -> list[dict]:
+    """``rows`` with each one's thumbnail as a data URI; as they are in a memory that keeps none
+    (where a column named ``thumbnail``, if any, is the user's own)."""
+    if not _has_thumbnails(mem):
+        return rows
+    pictures = _thumbnails(mem, [r["id"] for r in rows])
+    return [dict(r, thumbnail=pictures.get(r["id"])) for r in rows]
 
 
 def _data_uri(blob: bytes) -> str:
@@ -609,9 +615,8 @@ def _neighbours(mem, ids: list[int], k: int) -> list[list[dict]]:
     hits = mem.search(samples.vectors[pos], min(k + 1, len(mem)))
     columns = [c for c in ("uri",) if c in _columns(mem)] + ([THUMBNAIL_COLUMN] if _has_thumbnails(mem) else [])
     near = mem.take(sorted(set(hits["id"].to_pylist())), columns) if columns else None  # one read by id
-    uris = dict(zip(near["id"].to_pylist(), near["uri"].to_pylist())) if near and "uri" in columns else {}
-    pictures = {i: _data_uri(b) for i, b in zip(near["id"].to_pylist(), near[THUMBNAIL_COLUMN].to_pylist())
-                if b is not None} if near and THUMBNAIL_COLUMN in columns else {}
+    uris = dict(zip(near["id"].to_pylist(), near["uri"].to_pylist())) if "uri" in columns else {}
+    pictures = {i: _data_uri(b) for i, b in _blobs(near).items()} if THUMBNAIL_COLUMN in columns else {}
     out = [[] for _ in range(len(queries))]
     for query, hit, distance, label in zip(*(hits[c].to_pylist() for c in ("query", "id", "distance", "label"))):
         own = int(queries[query])
