@@ -66,10 +66,10 @@ def _show_progress(progress: bool | None, rows: int) -> bool:
 
 def _extra_field(name: str, arrow_type: pa.DataType) -> pa.Field:
     """The field of an extra column; thumbnails are stored uncompressed, for forget's scan."""
-    from .thumbnails import THUMBNAIL_COLUMN, thumbnail_field
+    from .thumbnails import has_thumbnails, thumbnail_field
 
-    return thumbnail_field() if name == THUMBNAIL_COLUMN and arrow_type == pa.binary() else \
-        pa.field(name, arrow_type)
+    field = pa.field(name, arrow_type)
+    return thumbnail_field(arrow_type) if has_thumbnails(pa.schema([field])) else field
 
 
 def _chooses_rows_under_the_lock(method):

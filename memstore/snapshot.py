@@ -79,6 +79,13 @@ class Samples:
         return pos, known
 
 
+def _take_into(out: dict, table: pa.Table, names: list[str]) -> None:
+    """Put ``names`` of ``table`` into ``out``, in the order of ``out["id"]`` (every id is in ``table``)."""
+    where = pc.index_in(out["id"], table["id"])
+    for name in names:
+        out[name] = table[name].take(where)
+
+
 class Snapshot:
     def __init__(self, store: Store, head: Head, version: int):
         self.store = store
@@ -181,17 +188,13 @@ class Snapshot:
         alive = pc.is_in(pa.array(ids, pa.int64()), value_set=state["id"]).to_numpy(zero_copy_only=False)
         if not alive.all():
             raise UnknownIdsError(f"ids {ids[~alive][:10].tolist()} are not rows of version {self.version}")
-        wanted = [c for c in columns if c in data_names and c != "id"]
-        parts = [self.data.to_table(columns=["id", *wanted], filter=f) for f in id_filter(np.unique(ids))] \
-            if wanted and len(ids) else []
-        data = pa.concat_tables(parts) if parts else \
-            self.data.to_table(columns=["id", *wanted], filter="id < 0") if self.has_samples else \
-            pa.table({"id": pa.array([], pa.int64())})
         out = {"id": pa.array(ids, pa.int64())}
-        for table, names in ((data, wanted), (state, [c for c in columns if c in state_names])):
-            where = pc.index_in(out["id"], table["id"])
-            for name in names:
-                out[name] = table[name].take(where)
+        wanted = [c for c in columns if c in data_names and c != "id"]  # none without sample_data
+        if wanted:  # only state columns asked: sample_data is not read
+            parts = [self.data.to_table(columns=["id", *wanted], filter=f) for f in id_filter(np.unique(ids))]
+            data = pa.concat_tables(parts) if parts else self.data.to_table(columns=["id", *wanted], filter="id < 0")
+            _take_into(out, data, wanted)
+        _take_into(out, state, [c for c in columns if c in state_names])
         return pa.table({c: out[c] for c in ["id", *[c for c in columns if c != "id"]]})
 
     @property

@@ -43,8 +43,8 @@ def has_thumbnails(schema: pa.Schema) -> bool:
                                                  or pa.types.is_large_binary(schema.field(THUMBNAIL_COLUMN).type))
 
 
-def thumbnail_field() -> pa.Field:
-    return pa.field(THUMBNAIL_COLUMN, pa.binary(), metadata=FIELD_METADATA)
+def thumbnail_field(arrow_type: pa.DataType = pa.binary()) -> pa.Field:
+    return pa.field(THUMBNAIL_COLUMN, arrow_type, metadata=FIELD_METADATA)
 
 
 def check_size(size) -> int | None:
