@@ -73,6 +73,12 @@ LOCK_TIMEOUT = 30.0
 #: version a long-lived writer makes: +150 KB a write, 3.7 GB of RSS after 9,000 writes to a
 #: 100k-row memory. A write reads only the newest version; reads open their own datasets.
 WRITE_CACHE_BYTES = 64 << 20
+#: bytes of index pages and of metadata that :meth:`Store.dataset` keeps between the datasets it
+#: opens. Without a shared session each dataset starts cold: a write's filtered read of the
+#: state table took 25 ms on a memory aged by 4,000 writes (its id index in segments, with a
+#: fragment-reuse index to load) and 4 ms with one. Bounded for the reason above.
+READ_INDEX_CACHE_BYTES = 512 << 20
+READ_METADATA_CACHE_BYTES = 128 << 20
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,13 @@ class Store:
         self.path = Path(path)
         self.db = lancedb.connect(str(self.path / TABLES_DIR), session=lancedb.Session(
             index_cache_size_bytes=WRITE_CACHE_BYTES, metadata_cache_size_bytes=WRITE_CACHE_BYTES))
+        self._session = self._new_session()
         self._lock_depth = 0
+
+    @staticmethod
+    def _new_session() -> lance.Session:
+        return lance.Session(index_cache_size_bytes=READ_INDEX_CACHE_BYTES,
+                             metadata_cache_size_bytes=READ_METADATA_CACHE_BYTES)
 
     # -- the directory -------------------------------------------------
     @staticmethod
@@ -186,9 +198,14 @@ class Store:
 
         Opened with Lance directly: one manifest read, where a LanceDB handle
         and its ``to_lance()`` cost four times as much (it reads the version
-        again on the way), and a small write opens a dozen of these.
+        again on the way), and a small write opens a dozen of these. All share
+        one Lance session, so manifests, file footers and index pages are read
+        once per store, not once per dataset: Lance's files and manifests never
+        change once written (a table dropped and created again is the one
+        exception, and :meth:`_drop_table` starts a new session).
         """
-        return lance.dataset(str(self.path / TABLES_DIR / f"{name}.lance"), version=version)
+        return lance.dataset(str(self.path / TABLES_DIR / f"{name}.lance"), version=version,
+                             session=self._session)
 
     def latest_version(self, name: str) -> int:
         """The Lance version of ``name``'s newest manifest."""
@@ -400,6 +417,11 @@ class Store:
                 return self._prepare()
         return head
 
+    def _drop_table(self, name: str) -> None:
+        """Drop ``name``; the read session too, as a table made again reuses its manifests' names."""
+        self.db.drop_table(name)
+        self._session = self._new_session()
+
     def _recover(self, head: Head | None) -> Head | None:
         """Bring every table back to what ``head`` committed; the head, naming what it now reads.
 
@@ -416,7 +438,7 @@ class Store:
             if name in LOG_TABLES and head is not None:
                 continue
             if name not in committed:
-                self.db.drop_table(name)
+                self._drop_table(name)
                 continue
             if self.latest_version(name) != committed[name]:
                 self.open_table(name).restore(committed[name])
