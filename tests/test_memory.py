@@ -202,3 +202,26 @@ def test_take_of_many_ids_after_a_full_read_gives_the_same_rows(filled):
     filled.samples  # the whole state is read: take filters it instead of reading rows again
     assert filled.take(ids, ["label"])["label"].to_pylist() == [r[0] for r in filled.sql(
         "SELECT label FROM samples ORDER BY id DESC").fetchall()]
+
+
+def test_a_table_made_again_after_a_rollback_reads_its_new_rows(tmp_path, monkeypatch):
+    """A store's datasets share one Lance session; a table recovery dropped and a write made again
+    (same name, same Lance version numbers, same sizes) must not be served from what it cached."""
+    import memstore.optimize as maintenance
+
+    mem = memstore.open(tmp_path / "m.mem")
+    real = maintenance.maintain
+
+    def read_then_fail(tx):
+        for name in ("sample_data", "sample_state"):
+            tx.store.dataset(name).to_table()  # the session now holds the doomed tables' manifests
+        raise RuntimeError("injected before the commit")
+
+    monkeypatch.setattr(maintenance, "maintain", read_then_fail)
+    with pytest.raises(RuntimeError):
+        mem.add(np.ones((3, 4), np.float32), [0, 1, 2])
+    monkeypatch.setattr(maintenance, "maintain", real)
+    mem.add(np.full((3, 4), 7, np.float32), [5, 6, 7])
+    assert mem.samples.labels.to_pylist() == [5, 6, 7]
+    np.testing.assert_array_equal(mem.samples.vectors, np.full((3, 4), 7, np.float32))
+    np.testing.assert_array_equal(memstore.open(tmp_path / "m.mem").samples.vectors, np.full((3, 4), 7, np.float32))
