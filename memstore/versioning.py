@@ -457,6 +457,9 @@ class Transaction:
         self.head = head
         self.version = 0 if head is None else head.version + 1
         self.committed = False
+        #: whether the commit may rebuild the state table's id index after a merge moved its rows
+        #: (memstore/optimize.py); a forget's commit leaves that to the next write
+        self.rebuild_id_index = True
         self._tables: dict[str, object] = {}
 
     def table(self, name: str):

@@ -120,3 +120,75 @@ def test_a_stores_datasets_share_one_cache(mem, rng, small_index):
     Snapshot(store, store.head(), mem.version).state_of(np.array([3, 5, 7]))
     cached = store.dataset(STATE_TABLE).session().size_bytes()
     assert cached > 0
+
+
+def reuse_indexes(mem) -> list:
+    return [i for i in indices_of(mem._store.dataset(STATE_TABLE)) if i["type"] == "FragmentReuse"]
+
+
+def assert_index_reads_equal_scans(mem, ids):
+    dataset = mem._store.dataset(STATE_TABLE)
+    where = f"id IN ({', '.join(map(str, ids))})"
+    order = [("id", "ascending"), ("valid_from", "ascending")]
+    by_index = dataset.to_table(filter=where).sort_by(order)
+    assert "ScalarIndexQuery" in dataset.scanner(filter=where).explain_plan()
+    assert by_index.equals(dataset.to_table(filter=where, use_scalar_index=False).sort_by(order))
+    assert by_index.num_rows >= len(ids)
+
+
+@pytest.fixture
+def crowded(monkeypatch, small_index):
+    """Merges every few writes, an index rebuilt every few dozen rows."""
+    monkeypatch.setattr(optimize_module, "AUTO_FRAGMENTS", 4)
+
+
+def test_write_merges_leave_the_indexed_fragments_to_the_index_rebuild(mem, rng, crowded, monkeypatch):
+    """Writes merge small state fragments often; none may leave Lance's fragment-reuse index behind
+    (every later read would apply it: 37 ms against 7 for a read after 13,500 writes), nor cost a
+    rebuild of the id index: a write rebuilds it only once enough rows sit outside it."""
+    real = optimize_module.rebuild_id_index
+
+    def only_when_due(store, name):
+        assert unindexed_rows(mem, name) >= optimize_module.ID_INDEX_ROWS, "a merge cost a rebuild"
+        real(store, name)
+
+    monkeypatch.setattr(optimize_module, "rebuild_id_index", only_when_due)
+    mem.add(rng.standard_normal((100, 8)).astype(np.float32), ["a"] * 100)
+    merged = 0
+    for step in range(40):
+        before = len(mem._store.dataset(STATE_TABLE).get_fragments())
+        if step % 2:
+            mem.reweight(weights(rng.choice(len(mem), 5, replace=False).tolist(), float(step)))
+        else:
+            mem.add(rng.standard_normal((6, 8)).astype(np.float32), ["b"] * 6)
+        merged += len(mem._store.dataset(STATE_TABLE).get_fragments()) < before
+        assert reuse_indexes(mem) == [], step
+        assert_index_reads_equal_scans(mem, rng.choice(len(mem), 6, replace=False).tolist())
+    assert merged >= 3  # the merges did run
+    assert not mem.check().problems
+
+
+def test_a_forget_leaves_its_index_rebuild_to_the_next_write(mem, rng, small_index):
+    """A forget's cost is what it touches: it leaves the remap of the id index to Lance's
+    fragment-reuse index (a rebuild is 1.4 s at 10M state rows); the next write rebuilds it."""
+    mem.add(rng.standard_normal((200, 8)).astype(np.float32), ["a"] * 200)
+    mem.reweight(weights([1, 2, 3], 0.5))
+    mem.forget(np.array([5, 150]))
+    assert reuse_indexes(mem), "the forget rebuilt the index itself"
+    assert_index_reads_equal_scans(mem, [1, 2, 3, 4, 6, 149, 151])
+    mem.reweight(weights([4, 6], 0.25))
+    assert reuse_indexes(mem) == []
+    assert_index_reads_equal_scans(mem, [1, 2, 3, 4, 6, 149, 151])
+    assert mem.sql("SELECT count(*) FROM samples WHERE id IN (5, 150)").fetchall() == [(0,)]
+
+
+def test_optimize_rebuilds_the_id_index_over_the_merged_fragments(mem, rng, small_index):
+    mem.add(rng.standard_normal((200, 8)).astype(np.float32), ["a"] * 200)
+    for step in range(6):
+        mem.reweight(weights(rng.choice(200, 30, replace=False).tolist(), float(step)))
+        mem.add(rng.standard_normal((5, 8)).astype(np.float32), ["b"] * 5)
+    mem.optimize()
+    dataset, index = id_index(mem, STATE_TABLE)
+    assert reuse_indexes(mem) == []
+    assert set(index["fragment_ids"]) == {f.fragment_id for f in dataset.get_fragments()}
+    assert_index_reads_equal_scans(mem, rng.choice(230, 10, replace=False).tolist())
