@@ -18,7 +18,8 @@ Two ways it happens:
   a data table with more than ``AUTO_FRAGMENTS`` small fragments (under
   ``FRAGMENT_ROWS`` rows) has them merged, reading at most ``AUTO_SOURCE_ROWS``
   rows so a write's extra cost is bounded, and checksum rows of files no
-  version uses any more are dropped. After the commit, a crowded ``audit`` or
+  version uses any more are dropped; the state table's id index is kept
+  covering it (:func:`keep_id_index`). After the commit, a crowded ``audit`` or
   ``tags`` table is merged the same way (:func:`merge_log_tables`), and a table
   with more than ``AUTO_VERSIONS`` Lance versions is cleaned up. No extra
   memory version, no manual step.
