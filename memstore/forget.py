@@ -167,27 +167,26 @@ def fragments_of(row_addresses: np.ndarray) -> set[int]:
     return set((np.asarray(row_addresses, np.uint64) >> np.uint64(32)).astype(np.int64).tolist())
 
 
-def compact(table, fragments: set[int], *, defer_index_remap: bool = False) -> None:
+def compact(store, name: str, fragments: set[int], *, defer_index_remap: bool = False) -> None:
     """Rewrite the ``fragments`` that held forgotten rows, without their deleted rows (and remap indexes).
 
     Every other fragment is excluded, those with deletions of their own too
     (state rows a reweight replaced: after a reweight of 10% of a memory that
     is every state fragment): Lance would otherwise rewrite them or merge
     small neighbours, and a forget would cost what the memory holds, not what
-    it touches. ``defer_index_remap`` leaves the remap of the table's indexes
-    to Lance's fragment-reuse index: for ``sample_state``, whose only index is
-    the one on ``id`` (no vectors), since remapping a BTREE rewrites all of it
-    (1.1 s at 10M rows); the next write rebuilds it (optimize.keep_id_index).
-    Vector indexes of ``sample_data`` are remapped now: their files must not
-    keep the forgotten vectors.
+    it touches. The rewritten fragments keep the size bound
+    (optimize.compact_fragments). ``defer_index_remap`` leaves the remap of
+    the table's indexes to Lance's fragment-reuse index: for ``sample_state``,
+    whose only index is the one on ``id`` (no vectors), since remapping a
+    BTREE rewrites all of it (1.1 s at 10M rows); the next write rebuilds it
+    (optimize.keep_id_index). Vector indexes of ``sample_data`` are remapped
+    now: their files must not keep the forgotten vectors.
     """
-    from .optimize import FRAGMENT_ROWS
+    from .optimize import FRAGMENT_ROWS, compact_fragments
 
-    ds = table.to_lance()
-    untouched = [f.fragment_id for f in ds.get_fragments() if f.fragment_id not in fragments]
-    ds.optimize.compact_files(
-        materialize_deletions=True, materialize_deletions_threshold=0.0, target_rows_per_fragment=FRAGMENT_ROWS,
-        compaction_mode="reencode", defer_index_remap=defer_index_remap, excluded_fragment_ids=untouched)
+    compact_fragments(store, name, fragments, target_rows=FRAGMENT_ROWS, materialize_deletions=True,
+                      materialize_deletions_threshold=0.0, compaction_mode="reencode",
+                      defer_index_remap=defer_index_remap)
 
 
 @dataclass(frozen=True)
@@ -618,8 +617,8 @@ def forget_rows(store, ids: np.ndarray, message: str | None, sql: str | None, *,
         lap("select")
         erase(tx, ids)
         lap("erase")
-        compact(tx.table(DATA_TABLE), data_fragments)
-        compact(tx.table(STATE_TABLE), state_fragments, defer_index_remap=True)
+        compact(store, DATA_TABLE, data_fragments)
+        compact(store, STATE_TABLE, state_fragments, defer_index_remap=True)
         tx.rebuild_id_index = False  # 1.4 s at 10M state rows: the next write rebuilds it
         lap("compact")
         details = {"forgotten": len(ids), "alive_at_forget": n_alive,

@@ -115,24 +115,72 @@ def merge_fragments(store, name: str, *, target_rows: int | None = None, source_
     """
     target = target_rows or FRAGMENT_ROWS
     dataset = store.dataset(name)
-    excluded = None
     # A write's merge leaves the fragments under the id index alone: merging them would leave
     # Lance's fragment-reuse index to map the index's rows, and reads paid for every such merge
     # since the index was built (a filtered read of the state table took 37 ms after 13,500
     # writes, 7 ms without it). keep_id_index merges them when it rebuilds the index.
     indexed = _id_indexed_fragments(dataset) if source_rows is not None and name in ID_INDEXED_TABLES else set()
-    if source_rows is not None:
-        excluded, budget = [], source_rows
-        for fragment in dataset.get_fragments():
-            rows = fragment.metadata.physical_rows
-            if _mergeable(fragment, target) and rows <= budget and fragment.fragment_id not in indexed:
-                budget -= rows
-            else:
-                excluded.append(fragment.fragment_id)
+    chosen, budget = [], source_rows
+    for fragment in dataset.get_fragments():
+        rows = fragment.metadata.physical_rows
+        if not _mergeable(fragment, target) or fragment.fragment_id in indexed:
+            continue
+        if budget is not None:
+            if rows > budget:
+                continue
+            budget -= rows
+        chosen.append(fragment.fragment_id)
     # the id index is a BTREE, which a remap rewrites whole: keep_id_index rebuilds it instead,
     # after this merge (optimize, a forget); vector indexes are remapped now
-    dataset.optimize.compact_files(target_rows_per_fragment=target, defer_index_remap=name in ID_INDEXED_TABLES,
-                                   excluded_fragment_ids=excluded)
+    compact_fragments(store, name, chosen, target_rows=target, defer_index_remap=name in ID_INDEXED_TABLES)
+
+
+def compact_fragments(store, name: str, fragment_ids, *, target_rows: int, **options) -> None:
+    """Rewrite the fragments ``fragment_ids`` of ``name`` into fragments of at most ``target_rows`` rows.
+
+    Lance bins adjacent candidates and writes each bin as one fragment however
+    large: three adjacent full fragments that each lost a row to a forget came
+    back as two of 1.5x the bound, so a memory's fragments, and the cost of
+    every later forget, would grow with each forget. Here the candidates go to
+    Lance in groups it cannot overfill: runs of adjacent candidates whose live
+    rows fit in ``target_rows``, and in one call only groups with a fragment
+    that is not a candidate between them. Lance appends what it writes at the
+    end, so groups that were apart can meet: they go in a later call (a run of
+    n adjacent full fragments takes about log2(n) calls, each a Lance commit).
+    ``options`` go to Lance's ``compact_files``.
+    """
+    wanted = set(fragment_ids)
+    groups, run, run_rows = [], [], 0
+    for fragment in store.dataset(name).get_fragments():
+        rows = _live_rows(fragment)
+        if fragment.fragment_id not in wanted or (run and run_rows + rows > target_rows):
+            if run:
+                groups.append(run)
+            run, run_rows = [], 0
+        if fragment.fragment_id in wanted:
+            run.append(fragment.fragment_id)
+            run_rows += rows
+    if run:
+        groups.append(run)
+    while groups:
+        dataset = store.dataset(name)
+        fragments = dataset.get_fragments()
+        position = {f.fragment_id: i for i, f in enumerate(fragments)}
+        now, end = [], -2
+        for group in sorted(groups, key=lambda g: position[g[0]]):
+            if position[group[0]] > end + 1:  # not next to the group before it
+                now.append(group)
+                end = position[group[-1]]
+        included = {f for group in now for f in group}
+        dataset.optimize.compact_files(target_rows_per_fragment=target_rows, **options,
+                                       excluded_fragment_ids=[f.fragment_id for f in fragments
+                                                              if f.fragment_id not in included])
+        groups = [g for g in groups if g not in now]
+
+
+def _live_rows(fragment) -> int:
+    deletion = fragment.metadata.deletion_file
+    return fragment.metadata.physical_rows - (deletion.num_deleted_rows if deletion is not None else 0)
 
 
 def _id_indexed_fragments(dataset) -> set[int]:

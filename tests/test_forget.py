@@ -278,6 +278,17 @@ def test_a_forget_rewrites_only_the_fragments_that_held_its_rows(fragmented):
     assert len(fragmented) == 5498 and fragmented.check().problems == []
 
 
+def test_forgets_keep_every_fragment_within_the_bound(fragmented):
+    """Rows in four adjacent full fragments: Lance alone would write them back as fragments of
+    1.5x the bound, and every later forget would rewrite more."""
+    for ids in ([3, 1500, 2500, 3500], [10, 1010, 2010, 3010, 4010, 5010]):
+        fragmented.forget(ids)
+        rows = [f.metadata.physical_rows for f in fragmented._store.dataset(DATA_TABLE).get_fragments()]
+        assert max(rows) <= 1000, rows
+    assert len(fragmented) == 5490 and fragmented.check().problems == []
+    assert not find_vector_bytes(fragmented.path, fragmented.x[[3, 1500, 2500, 3500, 10, 5010]])[0]
+
+
 def state_files(mem) -> dict[int, list[str]]:
     ds = mem._store.dataset(STATE_TABLE)
     return {f.fragment_id: sorted(d.path for d in f.data_files()) for f in ds.get_fragments()}

@@ -181,6 +181,20 @@ def test_a_head_fitted_before_the_writes_merged_and_cleaned_up_still_answers(mem
     assert mem.at(1).search(x[:3], k=1, index="ann")["id"].to_pylist() == [0, 1, 2]
 
 
+def test_merges_keep_every_fragment_within_the_bound(mem, rng, monkeypatch):
+    """Six adds of 400 rows, each under half the bound: merged into fragments of at most 1,000
+    rows, where Lance alone bins three of them into one of 1,200."""
+    monkeypatch.setattr(optimize_module, "FRAGMENT_ROWS", 1000)
+    x = rng.standard_normal((2400, 8)).astype(np.float32)
+    for i in range(6):
+        mem.add(x[400 * i:400 * (i + 1)], "a")
+    before = optimize_module.fragment_count(mem._store, DATA_TABLE)
+    mem.optimize()
+    rows = [f.metadata.physical_rows for f in mem._store.dataset(DATA_TABLE).get_fragments()]
+    assert max(rows) <= 1000 and sum(rows) == 2400 and len(rows) < before, rows
+    np.testing.assert_array_equal(mem.samples.vectors, x)
+
+
 def test_a_reweighted_memory_keeps_its_state_fragments_few(mem, rng, monkeypatch):
     """Reweights replace state rows of the first, large fragment: it gains deletions but stays.
 
