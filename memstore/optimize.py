@@ -239,18 +239,14 @@ def rebuild_id_index(store, name: str) -> None:
     row where it now is, so the fragment-reuse index, which only serves the
     old one, can go: the id index is the table's only index.
     """
-    merge_fragments(store, name)
-    dataset = store.dataset(name)
-    dataset.create_scalar_index("id", "BTREE", name=ID_INDEX_NAME, replace=True)
-    dataset = store.dataset(name)
-    for index in indices_of_type(dataset, "FragmentReuse"):
-        dataset.drop_index(index["name"])
-
-
-def indices_of_type(dataset, kind: str) -> list[dict]:
     from .check import indices_of
 
-    return [i for i in indices_of(dataset) if i["type"] == kind]
+    merge_fragments(store, name)
+    store.dataset(name).create_scalar_index("id", "BTREE", name=ID_INDEX_NAME, replace=True)
+    dataset = store.dataset(name)
+    for index in indices_of(dataset):
+        if index["type"] == "FragmentReuse":
+            dataset.drop_index(index["name"])
 
 
 def drop_dead_checksums(tx) -> None:

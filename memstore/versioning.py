@@ -71,7 +71,7 @@ LOCK_TIMEOUT = 30.0
 #: bytes of Lance metadata (manifests, file footers) and index pages the writes' LanceDB
 #: connection caches. Lance's defaults (1 GiB and 6 GiB) fill with the metadata of every
 #: version a long-lived writer makes: +150 KB a write, 3.7 GB of RSS after 9,000 writes to a
-#: 100k-row memory. A write reads only the newest version; reads open their own datasets.
+#: 100k-row memory. A write reads only the newest version; Store.dataset has its own session.
 WRITE_CACHE_BYTES = 64 << 20
 #: bytes of index pages and of metadata that :meth:`Store.dataset` keeps between the datasets it
 #: opens. Without a shared session each dataset starts cold: a write's filtered read of the
