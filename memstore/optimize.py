@@ -99,9 +99,10 @@ def lance_version_count(store, name: str) -> int:
 def merge_fragments(store, name: str, *, target_rows: int | None = None, source_rows: int | None = None) -> None:
     """Merge ``name``'s small fragments (and drop rows deleted from them) into fragments of ``target_rows``.
 
-    A Lance commit of its own on the table's latest version (inside a
-    transaction, that is the transaction's); indexes are remapped in the
-    same step. Lance rebases a later append through an older handle onto the
+    Lance commits of its own on the table's latest version (inside a
+    transaction, they are the transaction's; :func:`compact_fragments` may
+    need a few to keep the bound); vector indexes are remapped in the same
+    steps. Lance rebases a later append through an older handle onto the
     merged version.
 
     ``source_rows`` bounds the rows read (a write's merge). The bound is kept
@@ -178,22 +179,31 @@ def compact_fragments(store, name: str, fragment_ids, *, target_rows: int, **opt
         groups = [g for g in groups if g not in now]
 
 
-def _live_rows(fragment) -> int:
+def _deleted_rows(fragment) -> int:
     deletion = fragment.metadata.deletion_file
-    return fragment.metadata.physical_rows - (deletion.num_deleted_rows if deletion is not None else 0)
+    return deletion.num_deleted_rows if deletion is not None else 0
+
+
+def _live_rows(fragment) -> int:
+    return fragment.metadata.physical_rows - _deleted_rows(fragment)
+
+
+def _id_index(indices: list[dict]) -> dict | None:
+    """The id index among ``indices`` (check.indices_of), or None."""
+    return next((i for i in indices if i["name"] == ID_INDEX_NAME), None)
 
 
 def _id_indexed_fragments(dataset) -> set[int]:
     from .check import indices_of
 
-    return {f for i in indices_of(dataset) if i["name"] == ID_INDEX_NAME for f in i["fragment_ids"] or ()}
+    index = _id_index(indices_of(dataset))
+    return set(index["fragment_ids"] or ()) if index is not None else set()
 
 
 def _mergeable(fragment, target_rows: int) -> bool:
     """Small (under half of ``target_rows``), or with more than ``DELETED_SHARE`` of its rows deleted."""
     rows = fragment.metadata.physical_rows
-    deletion = fragment.metadata.deletion_file
-    deleted = deletion.num_deleted_rows / rows if deletion is not None and rows else 0.0
+    deleted = _deleted_rows(fragment) / rows if rows else 0.0
     return rows < target_rows // 2 or deleted > DELETED_SHARE
 
 
@@ -216,7 +226,7 @@ def keep_id_index(store, name: str, *, rebuild: bool = True) -> None:
 
     dataset = store.dataset(name)
     indices = indices_of(dataset)
-    index = next((i for i in indices if i["name"] == ID_INDEX_NAME), None)
+    index = _id_index(indices)
     fragments = dataset.get_fragments()
     if index is None:
         if sum(f.metadata.physical_rows for f in fragments) >= ID_INDEX_ROWS:
